@@ -1,0 +1,1 @@
+//! STUB: test harness being written.
