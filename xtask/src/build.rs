@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use crate::util::{cargo, root, run};
+use crate::util::{self, cargo, root};
 
 #[derive(clap::Args, Default)]
 pub struct BuildArgs {
@@ -28,7 +28,7 @@ pub fn run(args: &BuildArgs) -> Result<Built> {
     if args.release {
         cmd.arg("--release");
     }
-    run(&mut cmd)?;
+    util::run(&mut cmd)?;
     let out_dir = root()
         .join("target")
         .join(if args.release { "release" } else { "debug" });
@@ -51,6 +51,6 @@ pub fn build_ebpf() -> Result<PathBuf> {
         cmd.env_remove(var);
     }
     cmd.current_dir(&dir).args(["build", "--release", "--quiet"]);
-    run(&mut cmd).context("building the kernel programs (run `cargo xtask deps` first)")?;
+    util::run(&mut cmd).context("building the kernel programs (run `cargo xtask deps` first)")?;
     Ok(dir.join("target/bpfel-unknown-none/release/interceptor-ebpf"))
 }
