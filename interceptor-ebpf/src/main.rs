@@ -11,7 +11,13 @@
 
 mod maps;
 
-use aya_ebpf::{macros::sk_lookup, programs::SkLookupContext};
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    helpers::{bpf_map_lookup_elem, bpf_sk_release},
+    macros::sk_lookup,
+    programs::SkLookupContext,
+};
 use interceptor_common::{
     AF_INET, AF_INET6, DestKey, Event, EventKind, ExemptKey, FLAG_FAIL_OPEN, LISTENER_V4,
     LISTENER_V6, SETTINGS_FLAGS, counter,
@@ -58,11 +64,18 @@ fn try_steer(ctx: &SkLookupContext) -> u32 {
     if !is_protected(&flow) {
         return SK_PASS;
     }
-    if is_exempt(&flow) {
+    let slot = if family == AF_INET {
+        LISTENER_V4
+    } else {
+        LISTENER_V6
+    };
+    // An exemption counts only while the daemon is alive (its listener is present): after a
+    // crash the 4-tuples of its closed upstream sockets could be bound by anyone, so they must
+    // not open a way around the checks until the next daemon has cleared them.
+    if is_exempt(&flow) && (listener_present(LISTENER_V4) || listener_present(LISTENER_V6)) {
         count(counter::EXEMPT_PASSED);
         return SK_PASS;
     }
-    let slot = if family == AF_INET { LISTENER_V4 } else { LISTENER_V6 };
     match LISTENERS.redirect_sk_lookup(ctx, slot, 0) {
         Ok(()) => {
             count(counter::STEERED);
@@ -83,12 +96,20 @@ fn try_steer(ctx: &SkLookupContext) -> u32 {
 const ENOENT: i32 = 2;
 
 fn is_protected(flow: &Flow) -> bool {
-    let exact = DestKey { family: flow.family, port: flow.dst_port, addr: flow.dst_addr };
+    let exact = DestKey {
+        family: flow.family,
+        port: flow.dst_port,
+        addr: flow.dst_addr,
+    };
     // SAFETY: the value is a plain u8 read once; the map is never resized.
     if unsafe { PROTECTED.get(&exact) }.is_some() {
         return true;
     }
-    let any_addr = DestKey { family: flow.family, port: flow.dst_port, addr: [0; 4] };
+    let any_addr = DestKey {
+        family: flow.family,
+        port: flow.dst_port,
+        addr: [0; 4],
+    };
     // SAFETY: as above.
     unsafe { PROTECTED.get(&any_addr) }.is_some()
 }
@@ -103,6 +124,20 @@ fn is_exempt(flow: &Flow) -> bool {
     };
     // SAFETY: the value is a plain u8 read once.
     unsafe { EXEMPT.get(&key) }.is_some()
+}
+
+fn listener_present(slot: u32) -> bool {
+    let map = core::ptr::from_ref(&LISTENERS).cast_mut().cast::<c_void>();
+    // SAFETY: a sockmap lookup from sk_lookup returns a referenced socket or null; the
+    // reference is released at once, only its presence matters.
+    unsafe {
+        let sk = bpf_map_lookup_elem(map, core::ptr::from_ref(&slot).cast::<c_void>());
+        if sk.is_null() {
+            return false;
+        }
+        bpf_sk_release(sk);
+    }
+    true
 }
 
 fn no_listener(flow: &Flow) -> u32 {

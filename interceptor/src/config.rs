@@ -297,7 +297,9 @@ address = "127.0.0.1:9092"
             .unwrap_err()
             .to_string();
         assert!(err.contains("limits.max_frame_bytes"), "{err}");
-        let err = parse(&format!("{MINIMAL}{MINIMAL}")).unwrap_err().to_string();
+        let err = parse(&format!("{MINIMAL}{MINIMAL}"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("listener[1].address"), "{err}");
         let err = parse("[[listener]]\nprotocol = \"kafka\"\naddress = \"127.0.0.1:0\"\n")
             .unwrap_err()

@@ -1,3 +1,19 @@
-//! interceptor: a host daemon that steers broker-bound flows through a security check.
+//! interceptor: a host daemon that makes every Kafka request on a broker node pass through a
+//! security check, with no change to any client.
+//!
+//! Layout:
+//! - [`ebpf`]: load, attach, pin the kernel steering program; typed access to its maps.
+//! - [`proxy`]: accept, one session per connection, upstream with exemption, relay.
+//! - [`kafka`]: framing, headers, in-flight queue, the bodies the data path needs.
+//! - [`filter`]: the filter chain and its verdicts.
+//! - [`audit`]: audit events and sinks.
+//! - [`config`]: the TOML configuration.
+//! - [`daemon`]: wires the above together for `interceptor run`.
+pub mod addr;
+pub mod audit;
 pub mod config;
+pub mod daemon;
+pub mod ebpf;
+pub mod filter;
 pub mod kafka;
+pub mod proxy;

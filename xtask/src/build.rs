@@ -24,7 +24,8 @@ pub struct Built {
 pub fn run(args: &BuildArgs) -> Result<Built> {
     let object = build_ebpf()?;
     let mut cmd = cargo();
-    cmd.current_dir(root()).args(["build", "--package", "interceptor"]);
+    cmd.current_dir(root())
+        .args(["build", "--package", "interceptor"]);
     if args.release {
         cmd.arg("--release");
     }
@@ -47,10 +48,17 @@ pub fn build_ebpf() -> Result<PathBuf> {
     let mut cmd = cargo();
     // The crate's .cargo/config.toml names /usr/bin/rustc (Debian's rustc-web) and the target;
     // anything the outer cargo exported for its own toolchain must not leak into that build.
-    for var in ["RUSTC", "RUSTC_WRAPPER", "RUSTFLAGS", "CARGO_TARGET_DIR", "RUSTUP_TOOLCHAIN"] {
+    for var in [
+        "RUSTC",
+        "RUSTC_WRAPPER",
+        "RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "RUSTUP_TOOLCHAIN",
+    ] {
         cmd.env_remove(var);
     }
-    cmd.current_dir(&dir).args(["build", "--release", "--quiet"]);
+    cmd.current_dir(&dir)
+        .args(["build", "--release", "--quiet"]);
     util::run(&mut cmd).context("building the kernel programs (run `cargo xtask deps` first)")?;
     Ok(dir.join("target/bpfel-unknown-none/release/interceptor-ebpf"))
 }

@@ -33,7 +33,9 @@ pub enum Pending {
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum InFlightError {
-    #[error("response with correlation id {got} where {expected} was due (responses out of order)")]
+    #[error(
+        "response with correlation id {got} where {expected} was due (responses out of order)"
+    )]
     OutOfOrder { expected: i32, got: i32 },
     #[error("response with correlation id {0} but no request awaits one")]
     Unsolicited(i32),
@@ -55,6 +57,21 @@ impl InFlightTx {
     pub async fn push(&self, pending: Pending) -> Result<(), Pending> {
         self.0.send(pending).await.map_err(|e| e.0)
     }
+
+    /// Records the next response due without waiting: `Err(Full)` hands the entry back so the
+    /// caller can first flush what it has batched (whose responses free the queue).
+    pub fn try_push(&self, pending: Pending) -> Result<(), TryPushError> {
+        self.0.try_send(pending).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(p) => TryPushError::Full(p),
+            mpsc::error::TrySendError::Closed(p) => TryPushError::Closed(p),
+        })
+    }
+}
+
+#[derive(Debug)]
+pub enum TryPushError {
+    Full(Pending),
+    Closed(Pending),
 }
 
 pub struct InFlightRx(mpsc::Receiver<Pending>);
@@ -118,7 +135,9 @@ mod tests {
     async fn responses_match_in_request_order_with_local_ones_in_place() {
         let (tx, mut rx) = in_flight(8);
         tx.push(Pending::Upstream(expected(7))).await.unwrap();
-        tx.push(Pending::Local(Bytes::from(response(8)))).await.unwrap();
+        tx.push(Pending::Local(Bytes::from(response(8))))
+            .await
+            .unwrap();
         tx.push(Pending::Upstream(expected(9))).await.unwrap();
 
         let Some(Pending::Upstream(first)) = rx.next().await else {
@@ -175,6 +194,16 @@ mod tests {
         );
         rx.next().await.unwrap();
         second.await.unwrap();
+    }
+
+    #[test]
+    fn try_push_hands_back_the_entry_when_full() {
+        let (tx, _rx) = in_flight(1);
+        tx.try_push(Pending::Upstream(expected(1))).unwrap();
+        assert!(matches!(
+            tx.try_push(Pending::Upstream(expected(2))),
+            Err(TryPushError::Full(Pending::Upstream(e))) if e.correlation_id == 2
+        ));
     }
 
     #[tokio::test]

@@ -1,0 +1,94 @@
+//! Audit events and their sinks.
+//!
+//! Sessions hand events to an [`AuditLog`] handle; one writer thread owns the sink. The queue
+//! between them is bounded: when the disk is slow the sessions wait, events are never dropped.
+//! (Hash chaining, durability before effect and querying come with the audit issue.)
+
+mod event;
+mod file;
+
+use std::thread::JoinHandle;
+
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+pub use event::{AuditEvent, AuditRecord, CloseReason};
+pub use file::JsonLinesFile;
+
+#[derive(Debug, Error)]
+pub enum AuditError {
+    #[error("audit file {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("audit event cannot be encoded: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// Somewhere audit records go.
+pub trait AuditSink: Send + 'static {
+    fn write(&mut self, record: &AuditRecord) -> Result<(), AuditError>;
+    /// Called whenever the queue runs empty, so records do not sit in a buffer while idle.
+    fn flush(&mut self) -> Result<(), AuditError>;
+}
+
+/// Cheap, cloneable handle to the audit writer.
+#[derive(Clone)]
+pub struct AuditLog {
+    tx: mpsc::Sender<AuditRecord>,
+}
+
+/// Owns the writer thread; [`AuditWriter::finish`] drains and flushes.
+pub struct AuditWriter {
+    thread: JoinHandle<()>,
+}
+
+impl AuditLog {
+    /// Starts the writer thread for `sink` with a queue of `capacity` records.
+    pub fn start(mut sink: impl AuditSink, capacity: usize) -> (Self, AuditWriter) {
+        let (tx, mut rx) = mpsc::channel::<AuditRecord>(capacity);
+        let thread = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || {
+                while let Some(record) = rx.blocking_recv() {
+                    if let Err(e) = sink.write(&record) {
+                        tracing::error!("audit write failed: {e}; event: {record:?}");
+                    }
+                    if rx.is_empty() {
+                        if let Err(e) = sink.flush() {
+                            tracing::error!("audit flush failed: {e}");
+                        }
+                    }
+                }
+                if let Err(e) = sink.flush() {
+                    tracing::error!("audit flush failed: {e}");
+                }
+            })
+            .expect("spawning the audit writer thread");
+        (Self { tx }, AuditWriter { thread })
+    }
+
+    /// Records an event; waits while the queue is full.
+    pub async fn emit(&self, event: AuditEvent) {
+        if self.tx.send(AuditRecord::now(event)).await.is_err() {
+            tracing::error!("audit writer is gone; event lost");
+        }
+    }
+
+    /// Records an event from synchronous code (start-up, shutdown).
+    pub fn emit_blocking(&self, event: AuditEvent) {
+        if self.tx.blocking_send(AuditRecord::now(event)).is_err() {
+            tracing::error!("audit writer is gone; event lost");
+        }
+    }
+}
+
+impl AuditWriter {
+    /// Waits until every record sent before all handles were dropped is written.
+    pub fn finish(self) {
+        if self.thread.join().is_err() {
+            tracing::error!("audit writer thread panicked");
+        }
+    }
+}

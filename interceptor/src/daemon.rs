@@ -1,0 +1,193 @@
+//! `interceptor run`: start-up order, serving, shutdown.
+//!
+//! Start-up order is what keeps the door closed: the steering program is attached (or taken
+//! over) first, with no listener in its socket map, so protected flows are dropped; the
+//! listening sockets go into the map last, when everything behind them is ready.
+
+use std::{
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::Arc,
+};
+
+use anyhow::{bail, Context, Result};
+use tokio::{
+    net::TcpListener,
+    signal::unix::{signal, SignalKind},
+    sync::watch,
+};
+
+use crate::{
+    audit::{AuditEvent, AuditLog, JsonLinesFile},
+    config::Config,
+    ebpf::{self, ExemptRegistry, Steering},
+    filter::FilterChain,
+    proxy::{self, Router, SessionContext},
+};
+
+/// How connections reach the daemon.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// Kernel steering of the protected listeners (production).
+    Ebpf,
+    /// Development: a plain listener on this address, no kernel programs.
+    Listen(SocketAddr),
+}
+
+pub async fn run(config: Config, mode: Mode) -> Result<()> {
+    let config = Arc::new(config);
+    let (audit, audit_writer) =
+        AuditLog::start(JsonLinesFile::open(&config.audit.file)?, config.audit.queue);
+    let protected: Vec<SocketAddr> = config.listeners.iter().map(|l| l.address).collect();
+
+    let (mut steering, listeners, router, exempt, mode_name) = match &mode {
+        Mode::Ebpf => {
+            if config.fail_open {
+                tracing::warn!(
+                    "fail_open = true: while this daemon is not running, protected connections \
+                     go to the broker UNCHECKED"
+                );
+            }
+            let mut steering = Steering::attach(
+                &config.bpf_pin_dir,
+                config.bpf_object.as_deref(),
+                config.fail_open,
+            )
+            .context("attaching the kernel steering program")?;
+            steering.set_protected(&protected)?;
+            let listeners = steering_listeners(&protected).await?;
+            let exempt = steering.exempt();
+            (Some(steering), listeners, Router::Steered, exempt, "ebpf")
+        }
+        Mode::Listen(addr) => {
+            let Some(first) = config.listeners.first() else {
+                bail!("listen mode needs one [[listener]] to name the broker");
+            };
+            let target = first.upstream.unwrap_or(first.address);
+            tracing::warn!(
+                "LISTEN MODE (development): no kernel steering; only connections made to {addr} \
+                 pass through the interceptor, anything may still reach the broker at {target} directly"
+            );
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on {addr}"))?;
+            tracing::info!("listening on {}", listener.local_addr()?);
+            (
+                None,
+                vec![listener],
+                Router::Fixed(target),
+                ExemptRegistry::disabled(),
+                "listen",
+            )
+        }
+    };
+
+    let ctx = Arc::new(SessionContext {
+        config: Arc::clone(&config),
+        router,
+        exempt,
+        chain: FilterChain::default(),
+        audit: audit.clone(),
+    });
+    audit
+        .emit(AuditEvent::DaemonStart {
+            mode: mode_name,
+            fail_open: config.fail_open,
+            protected: protected.clone(),
+            version: env!("CARGO_PKG_VERSION"),
+        })
+        .await;
+
+    let events_task = steering
+        .as_mut()
+        .and_then(Steering::take_events)
+        .map(|ring| tokio::spawn(ebpf::events::forward(ring, audit.clone())));
+    if let Some(steering) = steering.as_mut() {
+        for listener in &listeners {
+            let ipv6 = listener.local_addr()?.is_ipv6();
+            steering.set_listener(ipv6, listener)?;
+        }
+        tracing::info!(
+            pin_dir = %steering.pin_dir().display(),
+            protected = ?protected,
+            "steering attached"
+        );
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server = tokio::spawn(proxy::serve(listeners, Arc::clone(&ctx), stop_rx));
+    tracing::info!("interceptor ready");
+
+    wait_for_stop_signal().await?;
+    tracing::info!(
+        "stopping: no new connections; the kernel drops protected flows until a daemon is back"
+    );
+    let _ = stop_tx.send(true);
+    let open = server.await.unwrap_or(0);
+    if let Some(task) = events_task {
+        task.abort();
+    }
+    if let Some(steering) = &steering {
+        match steering.counters() {
+            Ok(c) => tracing::info!(?c, "kernel counters"),
+            Err(e) => tracing::warn!("cannot read kernel counters: {e}"),
+        }
+    }
+    audit
+        .emit(AuditEvent::DaemonStop {
+            sessions_open: open,
+        })
+        .await;
+    drop(ctx);
+    drop(audit);
+    tokio::task::spawn_blocking(move || audit_writer.finish()).await?;
+    Ok(())
+}
+
+/// The daemon's listening sockets that steered connections are assigned to. Their own
+/// addresses do not matter (loopback, ephemeral port); a connection made to them directly is
+/// not to a protected address and is refused.
+async fn steering_listeners(protected: &[SocketAddr]) -> Result<Vec<TcpListener>> {
+    let mut listeners = vec![TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .context("binding the IPv4 steering listener")?];
+    let wants_v6 = protected.iter().any(SocketAddr::is_ipv6);
+    match bind_v6_only().await {
+        Ok(listener) => listeners.push(listener),
+        Err(e) if wants_v6 => return Err(e.context("binding the IPv6 steering listener")),
+        Err(e) => tracing::info!("no IPv6 steering listener ({e:#}); no IPv6 address is protected"),
+    }
+    Ok(listeners)
+}
+
+async fn bind_v6_only() -> Result<TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None)?;
+    socket.set_only_v6(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&SocketAddr::from((Ipv6Addr::LOCALHOST, 0)).into())?;
+    socket.listen(1024)?;
+    Ok(TcpListener::from_std(socket.into())?)
+}
+
+async fn wait_for_stop_signal() -> Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
+    Ok(())
+}
+
+/// `interceptor detach`: removes the kernel programs and pins on purpose.
+pub fn detach(config: &Config) -> Result<()> {
+    let removed = ebpf::detach(&config.bpf_pin_dir)?;
+    if removed.is_empty() {
+        tracing::info!(pin_dir = %config.bpf_pin_dir.display(), "nothing was attached");
+    } else {
+        tracing::warn!(
+            pin_dir = %config.bpf_pin_dir.display(),
+            "detached: protected addresses are reachable directly, without the interceptor"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! One client connection: route it, connect upstream, relay both directions, audit both ends.
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tokio::{net::TcpStream, sync::watch};
+
+use super::{
+    relay::{self, RelayEnd, RelayLimits},
+    upstream,
+};
+use crate::{
+    addr::{canonical, ClientAddr, OrigDst},
+    audit::{AuditEvent, AuditLog, CloseReason},
+    config::Config,
+    ebpf::ExemptRegistry,
+    filter::FilterChain,
+    kafka::inflight::in_flight,
+};
+
+/// How a connection's broker is found.
+#[derive(Debug, Clone)]
+pub enum Router {
+    /// Kernel steering: by the original destination, through the protected listeners.
+    Steered,
+    /// Listen mode: every connection goes to this broker.
+    Fixed(SocketAddr),
+}
+
+/// What every session shares.
+pub struct SessionContext {
+    pub config: Arc<Config>,
+    pub router: Router,
+    pub exempt: ExemptRegistry,
+    pub chain: FilterChain,
+    pub audit: AuditLog,
+}
+
+/// Time a session gets to finish sending responses after its client half-closed.
+const DRAIN_AFTER_CLIENT_CLOSE: Duration = Duration::from_secs(30);
+
+pub async fn serve(
+    session: u64,
+    mut client: TcpStream,
+    ctx: Arc<SessionContext>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let started = Instant::now();
+    let (client_addr, orig_dst) = match (client.peer_addr(), client.local_addr()) {
+        (Ok(peer), Ok(local)) => (ClientAddr(canonical(peer)), OrigDst(canonical(local))),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(
+                session,
+                "accepted connection vanished before it was read: {e}"
+            );
+            return;
+        }
+    };
+    let refuse = |reason: CloseReason, detail: String| {
+        tracing::warn!(session, client = %client_addr, original_dst = %orig_dst, "refused: {detail}");
+        ctx.audit.emit(AuditEvent::ConnectionRefused {
+            session,
+            client: client_addr.0,
+            original_dst: orig_dst.0,
+            reason,
+            detail,
+        })
+    };
+    let Some(target) = route(&ctx, orig_dst) else {
+        refuse(
+            CloseReason::NotProtected,
+            format!("{orig_dst} is not a protected listener"),
+        )
+        .await;
+        return;
+    };
+    let limits = &ctx.config.limits;
+    let timeout = Duration::from_millis(limits.upstream_connect_timeout_ms);
+    let mut upstream = match upstream::connect(target, &ctx.exempt, timeout).await {
+        Ok(upstream) => upstream,
+        Err(e) => {
+            refuse(CloseReason::UpstreamUnreachable, e.to_string()).await;
+            return;
+        }
+    };
+    let _ = client.set_nodelay(true);
+    tracing::info!(session, client = %client_addr, original_dst = %orig_dst, upstream = %target, "connection open");
+    ctx.audit
+        .emit(AuditEvent::ConnectionOpen {
+            session,
+            protocol: "kafka",
+            client: client_addr.0,
+            original_dst: orig_dst.0,
+            upstream: target,
+        })
+        .await;
+
+    let relay_limits = RelayLimits {
+        max_frame_bytes: limits.max_frame_bytes,
+        read_buffer_bytes: limits.read_buffer_bytes,
+    };
+    let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
+    let end = {
+        let (mut client_rd, mut client_wr) = client.split();
+        let (mut up_rd, mut up_wr) = upstream.stream.split();
+        let (tx, rx) = in_flight(limits.max_in_flight);
+        let requests = relay::requests(
+            &mut client_rd,
+            &mut up_wr,
+            tx,
+            &ctx.chain,
+            relay_limits,
+            &mut bytes_in,
+        );
+        let responses =
+            relay::responses(&mut up_rd, &mut client_wr, rx, relay_limits, &mut bytes_out);
+        tokio::pin!(requests, responses);
+        tokio::select! {
+            end = &mut requests => {
+                if end.reason == CloseReason::ClientClosed {
+                    // The client half-closed: let the responses already due reach it.
+                    tokio::select! {
+                        _ = tokio::time::timeout(DRAIN_AFTER_CLIENT_CLOSE, &mut responses) => end,
+                        _ = shutdown.changed() => RelayEnd { reason: CloseReason::DaemonShutdown, detail: None },
+                    }
+                } else {
+                    end
+                }
+            }
+            end = &mut responses => end,
+            _ = shutdown.changed() => RelayEnd { reason: CloseReason::DaemonShutdown, detail: None },
+        }
+    };
+    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    match &end.detail {
+        Some(detail) => tracing::warn!(
+            session, client = %client_addr, original_dst = %orig_dst, reason = ?end.reason,
+            bytes_from_client = bytes_in, bytes_to_client = bytes_out, "connection closed: {detail}"
+        ),
+        None => tracing::info!(
+            session, client = %client_addr, original_dst = %orig_dst, reason = ?end.reason,
+            bytes_from_client = bytes_in, bytes_to_client = bytes_out, "connection closed"
+        ),
+    }
+    ctx.audit
+        .emit(AuditEvent::ConnectionClose {
+            session,
+            client: client_addr.0,
+            original_dst: orig_dst.0,
+            bytes_from_client: bytes_in,
+            bytes_to_client: bytes_out,
+            duration_ms,
+            reason: end.reason,
+            detail: end.detail,
+        })
+        .await;
+}
+
+fn route(ctx: &SessionContext, orig_dst: OrigDst) -> Option<SocketAddr> {
+    match &ctx.router {
+        Router::Fixed(target) => Some(*target),
+        Router::Steered => ctx
+            .config
+            .listener_for(orig_dst.0)
+            .map(|l| l.upstream.unwrap_or(orig_dst.0)),
+    }
+}
