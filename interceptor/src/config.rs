@@ -329,3 +329,18 @@ upstream = "127.0.0.1:19092"
         assert!(c.listener_for("127.0.0.1:9093".parse().unwrap()).is_none());
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_config_parses_and_states_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/interceptor.toml");
+        let example = Config::load(&path).unwrap();
+        assert_eq!(example.limits, Limits::default());
+        assert_eq!(example.audit, AuditConfig::default());
+        assert_eq!(example.bpf_pin_dir, PathBuf::from(DEFAULT_PIN_DIR));
+        assert!(!example.fail_open);
+    }
+}

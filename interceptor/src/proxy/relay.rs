@@ -152,6 +152,10 @@ where
                 )
             }
             Ok(n) => *bytes_in += n as u64,
+            // librdkafka and others reset instead of closing: a normal end, not an error.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && buf.is_empty() => {
+                return RelayEnd::new(CloseReason::ClientClosed, "reset by the client")
+            }
             Err(e) => return RelayEnd::new(CloseReason::ClientError, format!("read: {e}")),
         }
     }

@@ -135,14 +135,19 @@ pub async fn serve(
         }
     };
     let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let routine = matches!(
+        end.reason,
+        CloseReason::ClientClosed | CloseReason::UpstreamClosed | CloseReason::DaemonShutdown
+    );
     match &end.detail {
-        Some(detail) => tracing::warn!(
+        Some(detail) if !routine => tracing::warn!(
             session, client = %client_addr, original_dst = %orig_dst, reason = ?end.reason,
             bytes_from_client = bytes_in, bytes_to_client = bytes_out, "connection closed: {detail}"
         ),
-        None => tracing::info!(
+        detail => tracing::info!(
             session, client = %client_addr, original_dst = %orig_dst, reason = ?end.reason,
-            bytes_from_client = bytes_in, bytes_to_client = bytes_out, "connection closed"
+            bytes_from_client = bytes_in, bytes_to_client = bytes_out,
+            "connection closed{}", detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default()
         ),
     }
     ctx.audit
