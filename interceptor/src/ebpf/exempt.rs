@@ -70,12 +70,6 @@ impl ExemptRegistry {
         }
         Ok(keys.len())
     }
-
-    pub fn len(&self) -> usize {
-        self.map
-            .as_ref()
-            .map_or(0, |m| lock(m).keys().filter(Result::is_ok).count())
-    }
 }
 
 fn lock(map: &Mutex<ExemptMap>) -> std::sync::MutexGuard<'_, ExemptMap> {

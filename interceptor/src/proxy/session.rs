@@ -39,9 +39,6 @@ pub struct SessionContext {
     pub audit: AuditLog,
 }
 
-/// Time a session gets to finish sending responses after its client half-closed.
-const DRAIN_AFTER_CLIENT_CLOSE: Duration = Duration::from_secs(30);
-
 pub async fn serve(
     session: u64,
     mut client: TcpStream,
@@ -118,18 +115,9 @@ pub async fn serve(
         let responses =
             relay::responses(&mut up_rd, &mut client_wr, rx, relay_limits, &mut bytes_out);
         tokio::pin!(requests, responses);
+        // A broker closes on end of stream and drops responses still due; so does a session.
         tokio::select! {
-            end = &mut requests => {
-                if end.reason == CloseReason::ClientClosed {
-                    // The client half-closed: let the responses already due reach it.
-                    tokio::select! {
-                        _ = tokio::time::timeout(DRAIN_AFTER_CLIENT_CLOSE, &mut responses) => end,
-                        _ = shutdown.changed() => RelayEnd { reason: CloseReason::DaemonShutdown, detail: None },
-                    }
-                } else {
-                    end
-                }
-            }
+            end = &mut requests => end,
             end = &mut responses => end,
             _ = shutdown.changed() => RelayEnd { reason: CloseReason::DaemonShutdown, detail: None },
         }

@@ -1,0 +1,201 @@
+"""confluent-kafka (librdkafka) client for the tests and the demo.
+
+    confluent_client.py produce|consume|admin|group --bootstrap HOST:PORT [options]
+
+Prints one JSON summary line; exits non-zero on any mismatch, error or timeout.
+"""
+
+import argparse
+import time
+import uuid
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+import payload
+
+
+def produce(a):
+    conf = {
+        "bootstrap.servers": a.bootstrap,
+        "compression.type": a.codec,
+        "enable.idempotence": True,
+        "linger.ms": 20,
+        "client.id": "itest-confluent-producer",
+    }
+    p = Producer(conf)
+    errors = []
+    delivered = [0]
+
+    def on_delivery(err, msg):
+        if err is not None:
+            if len(errors) < 10:
+                errors.append(str(err))
+        else:
+            delivered[0] += 1
+
+    start = time.time()
+    for i in range(a.count):
+        while True:
+            try:
+                p.produce(
+                    a.topic,
+                    key=payload.key(a.seed, i),
+                    value=payload.value(a.seed, i, a.size),
+                    headers=payload.headers(a.seed, i, a.size),
+                    on_delivery=on_delivery,
+                )
+                break
+            except BufferError:
+                p.poll(0.1)
+        p.poll(0)
+    left = p.flush(a.timeout)
+    ok = left == 0 and not errors and delivered[0] == a.count
+    payload.finish(
+        {
+            "op": "produce",
+            "client": "confluent-kafka",
+            "topic": a.topic,
+            "codec": a.codec,
+            "produced": delivered[0],
+            "undelivered": left,
+            "errors": errors,
+            "digest": payload.produced_digest(a.seed, a.count, a.size),
+            "seconds": round(time.time() - start, 3),
+        },
+        ok,
+    )
+
+
+def partitions(client, topic, timeout):
+    deadline = time.time() + timeout
+    while True:
+        md = client.list_topics(topic, timeout=max(1.0, deadline - time.time()))
+        t = md.topics.get(topic)
+        if t is not None and t.error is None and t.partitions:
+            return sorted(t.partitions)
+        if time.time() > deadline:
+            raise SystemExit(f"topic {topic} has no partitions in metadata: {t and t.error}")
+        time.sleep(0.2)
+
+
+def consume(a):
+    c = Consumer(
+        {
+            "bootstrap.servers": a.bootstrap,
+            "group.id": "itest-unused-" + uuid.uuid4().hex,
+            "enable.auto.commit": False,
+            "client.id": "itest-confluent-consumer",
+        }
+    )
+    parts = partitions(c, a.topic, a.timeout)
+    c.assign([TopicPartition(a.topic, p, OFFSET_BEGINNING) for p in parts])
+    check = payload.Checker(a.seed, a.count, a.size)
+    errors = []
+    start = time.time()
+    deadline = start + a.timeout
+    while not check.done() and time.time() < deadline:
+        for m in c.consume(num_messages=1000, timeout=0.5):
+            if m.error():
+                errors.append(str(m.error()))
+                continue
+            check.add(m.key(), m.value(), m.headers(), m.partition(), m.offset())
+    # Anything beyond the expected records (duplicates) shows up in a last short poll.
+    for m in c.consume(num_messages=1000, timeout=0.3):
+        if not m.error():
+            check.add(m.key(), m.value(), m.headers(), m.partition(), m.offset())
+    c.close()
+    s = check.summary()
+    s.update({"op": "consume", "client": "confluent-kafka", "topic": a.topic, "errors": errors[:10],
+              "partitions": len(parts), "seconds": round(time.time() - start, 3)})
+    payload.finish(s, check.ok() and not errors)
+
+
+def admin(a):
+    ad = AdminClient({"bootstrap.servers": a.bootstrap, "client.id": "itest-confluent-admin"})
+    names = [t for t in a.create.split(",") if t]
+    created, errors = [], []
+    if names:
+        futures = ad.create_topics(
+            [NewTopic(t, num_partitions=a.partitions, replication_factor=1) for t in names],
+            operation_timeout=a.timeout,
+        )
+        for name, f in futures.items():
+            try:
+                f.result(a.timeout)
+                created.append(name)
+            except KafkaException as e:
+                errors.append(f"{name}: {e}")
+    md = ad.list_topics(timeout=a.timeout)
+    listed = sorted(md.topics)
+    counts = {t: len(md.topics[t].partitions) for t in names if t in md.topics}
+    missing = [t for t in names if t not in md.topics]
+    wrong = [t for t, n in counts.items() if n != a.partitions]
+    payload.finish(
+        {"op": "admin", "client": "confluent-kafka", "created": created, "listed": listed,
+         "partitions": counts, "missing": missing, "errors": errors,
+         "brokers": [f"{b.host}:{b.port}" for b in md.brokers.values()]},
+        not errors and not missing and not wrong,
+    )
+
+
+def group(a):
+    conf = {
+        "bootstrap.servers": a.bootstrap,
+        "group.id": a.group,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        "client.id": "itest-confluent-group",
+    }
+    c = Consumer(conf)
+    c.subscribe([a.topic])
+    check = payload.Checker(a.seed, a.count, a.size)
+    errors = []
+    start = time.time()
+    first = None
+    deadline = start + a.timeout
+    while not check.done() and time.time() < deadline:
+        for m in c.consume(num_messages=1000, timeout=0.5):
+            if m.error():
+                errors.append(str(m.error()))
+                continue
+            if first is None:
+                first = time.time()
+            check.add(m.key(), m.value(), m.headers(), m.partition(), m.offset())
+    commit_error = None
+    committed = {}
+    try:
+        if check.done():
+            c.commit(asynchronous=False)
+    except KafkaException as e:
+        commit_error = str(e)
+    c.close()
+    # A fresh consumer of the same group reads the committed offsets back (OffsetFetch): each
+    # must be the offset after the last record read from that partition.
+    v = Consumer(dict(conf, **{"client.id": "itest-confluent-verify"}))
+    parts = partitions(v, a.topic, 30)
+    for tp in v.committed([TopicPartition(a.topic, p) for p in parts], timeout=30):
+        committed[tp.partition] = tp.offset
+    v.close()
+    want = {p: check.next_offsets.get(p, -1001) for p in parts}
+    offsets_ok = committed == want
+    s = check.summary()
+    s.update({"op": "group", "client": "confluent-kafka", "topic": a.topic, "group": a.group,
+              "errors": errors[:10], "commit_error": commit_error,
+              "committed": {str(k): v for k, v in committed.items()},
+              "expected_committed": {str(k): v for k, v in want.items()},
+              "first_record_after": round(first - start, 3) if first else None,
+              "seconds": round(time.time() - start, 3)})
+    payload.finish(s, check.ok() and commit_error is None and offsets_ok)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("op", choices=["produce", "consume", "admin", "group"])
+    payload.common_args(parser)
+    a = parser.parse_args()
+    {"produce": produce, "consume": consume, "admin": admin, "group": group}[a.op](a)
+
+
+if __name__ == "__main__":
+    main()

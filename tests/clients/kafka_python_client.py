@@ -1,0 +1,177 @@
+"""kafka-python (pure Python) client for the tests and the demo.
+
+    kafka_python_client.py produce|consume|admin|group --bootstrap HOST:PORT [options]
+
+Prints one JSON summary line; exits non-zero on any mismatch, error or timeout.
+"""
+
+import argparse
+import time
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+
+import payload
+
+
+def produce(a):
+    p = KafkaProducer(
+        bootstrap_servers=a.bootstrap,
+        compression_type=None if a.codec == "none" else a.codec,
+        linger_ms=20,
+        acks="all",
+        client_id="itest-kafka-python-producer",
+    )
+    errors = []
+    delivered = [0]
+
+    def ok(_):
+        delivered[0] += 1
+
+    def failed(e):
+        if len(errors) < 10:
+            errors.append(repr(e))
+
+    start = time.time()
+    for i in range(a.count):
+        f = p.send(
+            a.topic,
+            key=payload.key(a.seed, i),
+            value=payload.value(a.seed, i, a.size),
+            headers=payload.headers(a.seed, i, a.size),
+        )
+        f.add_callback(ok)
+        f.add_errback(failed)
+    p.flush(timeout=a.timeout)
+    p.close(timeout=10)
+    payload.finish(
+        {
+            "op": "produce",
+            "client": "kafka-python",
+            "topic": a.topic,
+            "codec": a.codec,
+            "produced": delivered[0],
+            "errors": errors,
+            "digest": payload.produced_digest(a.seed, a.count, a.size),
+            "seconds": round(time.time() - start, 3),
+        },
+        not errors and delivered[0] == a.count,
+    )
+
+
+def partitions(c, topic, timeout):
+    deadline = time.time() + timeout
+    while True:
+        parts = c.partitions_for_topic(topic)
+        if parts:
+            return sorted(parts)
+        if time.time() > deadline:
+            raise SystemExit(f"topic {topic} has no partitions in metadata")
+        time.sleep(0.2)
+
+
+def poll_into(c, check, deadline):
+    while not check.done() and time.time() < deadline:
+        for records in c.poll(timeout_ms=500, max_records=1000).values():
+            for r in records:
+                check.add(r.key, r.value, r.headers, r.partition, r.offset)
+
+
+def consume(a):
+    c = KafkaConsumer(
+        bootstrap_servers=a.bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        client_id="itest-kafka-python-consumer",
+    )
+    parts = partitions(c, a.topic, a.timeout)
+    tps = [TopicPartition(a.topic, p) for p in parts]
+    c.assign(tps)
+    c.seek_to_beginning(*tps)
+    check = payload.Checker(a.seed, a.count, a.size)
+    start = time.time()
+    poll_into(c, check, start + a.timeout)
+    for records in c.poll(timeout_ms=300).values():
+        for r in records:
+            check.add(r.key, r.value, r.headers, r.partition, r.offset)
+    c.close()
+    s = check.summary()
+    s.update({"op": "consume", "client": "kafka-python", "topic": a.topic, "partitions": len(parts),
+              "seconds": round(time.time() - start, 3)})
+    payload.finish(s, check.ok())
+
+
+def admin(a):
+    ad = KafkaAdminClient(bootstrap_servers=a.bootstrap, client_id="itest-kafka-python-admin")
+    names = [t for t in a.create.split(",") if t]
+    errors = []
+    if names:
+        try:
+            ad.create_topics(
+                [NewTopic(t, num_partitions=a.partitions, replication_factor=1) for t in names],
+                timeout_ms=int(a.timeout * 1000),
+            )
+        except Exception as e:  # noqa: BLE001 - reported in the summary
+            errors.append(repr(e))
+    listed = sorted(ad.list_topics())
+    counts = {}
+    for d in ad.describe_topics([t for t in names if t in listed]):
+        counts[d["name"]] = len(d["partitions"])
+    ad.close()
+    missing = [t for t in names if t not in listed]
+    wrong = [t for t, n in counts.items() if n != a.partitions]
+    payload.finish(
+        {"op": "admin", "client": "kafka-python", "created": names, "listed": listed,
+         "partitions": counts, "missing": missing, "errors": errors},
+        not errors and not missing and not wrong,
+    )
+
+
+def group(a):
+    c = KafkaConsumer(
+        a.topic,
+        bootstrap_servers=a.bootstrap,
+        group_id=a.group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        client_id="itest-kafka-python-group",
+    )
+    check = payload.Checker(a.seed, a.count, a.size)
+    start = time.time()
+    poll_into(c, check, start + a.timeout)
+    commit_error = None
+    try:
+        if check.done():
+            c.commit()
+    except Exception as e:  # noqa: BLE001 - reported in the summary
+        commit_error = repr(e)
+    c.close()
+    v = KafkaConsumer(bootstrap_servers=a.bootstrap, group_id=a.group, enable_auto_commit=False,
+                      client_id="itest-kafka-python-verify")
+    tps = [TopicPartition(a.topic, p) for p in partitions(v, a.topic, 30)]
+    committed = {tp.partition: v.committed(tp) for tp in tps}
+    v.close()
+    # Each committed offset must be the one after the last record read from its partition
+    # (a partition with no records has none committed).
+    want = {tp.partition: check.next_offsets.get(tp.partition) for tp in tps}
+    offsets_ok = committed == want
+    s = check.summary()
+    s.update({"op": "group", "client": "kafka-python", "topic": a.topic, "group": a.group,
+              "commit_error": commit_error,
+              "committed": {str(k): v for k, v in committed.items()},
+              "expected_committed": {str(k): v for k, v in want.items()},
+              "seconds": round(time.time() - start, 3)})
+    payload.finish(s, check.ok() and commit_error is None and offsets_ok)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("op", choices=["produce", "consume", "admin", "group"])
+    payload.common_args(parser)
+    a = parser.parse_args()
+    {"produce": produce, "consume": consume, "admin": admin, "group": group}[a.op](a)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,467 @@
+//! Kernel steering, each test in its own network namespace with its own pin dir.
+//!
+//! A fake Kafka-framed server listens on 127.0.0.1:9092 and [::1]:9092 inside the namespace and
+//! answers every request frame with `[len][correlation id][the peer address it saw, as text]`,
+//! so a client learns whether it reached the server directly (the server saw the client's own
+//! address) or through the interceptor (the server saw the daemon's exempt upstream socket).
+//!
+//! Needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN): fails loudly without, unless
+//! `INTERCEPTOR_SKIP_KERNEL_TESTS=1`.
+
+use std::{
+    net::{SocketAddr, TcpListener, TcpStream},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use interceptor_e2e::{
+    require_kernel, start_interceptor, wire, DaemonConfig, Interceptor, Netns, WorkDir,
+};
+use serde_json::Value;
+
+const V4: &str = "127.0.0.1:9092";
+const V6: &str = "[::1]:9092";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a connection attempt may hang before we call it dropped.
+const DROP_TIMEOUT: Duration = Duration::from_secs(2);
+const AUDIT_WAIT: Duration = Duration::from_secs(10);
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("socket address")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fake broker
+
+struct FakeBroker {
+    /// Peer address of every connection it accepted.
+    seen: Arc<Mutex<Vec<SocketAddr>>>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl FakeBroker {
+    /// Listens on `addrs` in the namespace. `silent`: reads requests but never answers nor closes (a broker busy with a long
+    /// request, like a consumer group join).
+    fn start(ns: &Netns, addrs: &[SocketAddr], silent: bool) -> FakeBroker {
+        let listeners: Vec<TcpListener> = ns.run(|| {
+            addrs
+                .iter()
+                .map(|a| {
+                    TcpListener::bind(a).unwrap_or_else(|e| panic!("fake broker bind {a}: {e}"))
+                })
+                .collect()
+        });
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = listeners
+            .into_iter()
+            .map(|listener| {
+                listener.set_nonblocking(true).expect("nonblocking");
+                let (seen, stop) = (Arc::clone(&seen), Arc::clone(&stop));
+                std::thread::spawn(move || accept_loop(listener, seen, stop, silent))
+            })
+            .collect();
+        FakeBroker {
+            seen,
+            stop,
+            threads,
+        }
+    }
+
+    fn seen(&self) -> Vec<SocketAddr> {
+        self.seen.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for FakeBroker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn accept_loop(
+    listener: TcpListener,
+    seen: Arc<Mutex<Vec<SocketAddr>>>,
+    stop: Arc<AtomicBool>,
+    silent: bool,
+) {
+    let mut held = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((stream, peer)) => {
+                seen.lock().expect("lock").push(peer);
+                if silent {
+                    held.push(stream);
+                } else {
+                    std::thread::spawn(move || answer(stream, peer));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+/// Answers every request frame with [len][correlation id][peer address text].
+fn answer(mut stream: TcpStream, peer: SocketAddr) {
+    use std::io::Write;
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+    while let Ok(request) = wire::read_frame(&mut stream) {
+        if request.len() < 8 {
+            return;
+        }
+        let mut body = request[4..8].to_vec(); // correlation id
+        body.extend_from_slice(peer.to_string().as_bytes());
+        if stream.write_all(&wire::frame(&body)).is_err() {
+            return;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A test's world
+
+/// Drop order is field order: the daemon first, the namespace last.
+struct World {
+    daemon: Interceptor,
+    server: FakeBroker,
+    work: WorkDir,
+    ns: Netns,
+}
+
+fn world(name: &str, fail_open: bool) -> World {
+    world_with(name, fail_open, false)
+}
+
+fn world_with(name: &str, fail_open: bool, silent_server: bool) -> World {
+    let ns = Netns::new("itest").expect("netns");
+    let work = WorkDir::new(name).expect("work dir");
+    let server = FakeBroker::start(&ns, &[addr(V4), addr(V6)], silent_server);
+    let config = DaemonConfig::kafka(&[addr(V4), addr(V6)]).fail_open(fail_open);
+    let daemon = start_interceptor(&ns, &work, &config.body())
+        .unwrap_or_else(|e| panic!("starting the daemon: {e:#}"));
+    World {
+        daemon,
+        server,
+        work,
+        ns,
+    }
+}
+
+/// What one request-response told us.
+#[derive(Debug)]
+struct Answer {
+    /// The client's own address.
+    local: SocketAddr,
+    /// The peer address the server saw.
+    seen_by_server: SocketAddr,
+}
+
+/// Connects from `src` to `dst` in the namespace, sends a Metadata v1 request, reads the answer.
+fn ask(w: &World, src: &str, dst: &str) -> Result<Answer, String> {
+    ask_within(w, src, dst, CONNECT_TIMEOUT)
+}
+
+fn ask_within(w: &World, src: &str, dst: &str, timeout: Duration) -> Result<Answer, String> {
+    let (src, dst) = (addr(src), addr(dst));
+    w.ns.run(|| {
+        let (local, stream) = wire::connect_from(src, dst, timeout);
+        let mut stream = stream.map_err(|e| format!("connect {local} -> {dst}: {e}"))?;
+        let text = wire::metadata_round_trip(&mut stream, 7)
+            .map_err(|e| format!("request {local} -> {dst}: {e}"))?;
+        let text = String::from_utf8(text).map_err(|e| e.to_string())?;
+        let seen_by_server = text
+            .parse()
+            .map_err(|e| format!("server answered {text:?}: {e}"))?;
+        Ok(Answer {
+            local,
+            seen_by_server,
+        })
+    })
+}
+
+fn ask_ok(w: &World, src: &str, dst: &str) -> Answer {
+    ask(w, src, dst).unwrap_or_else(|e| panic!("{e}\n{}", w.daemon.log_tail(60)))
+}
+
+/// Asserts the connection went through the interceptor: the server saw someone else (the
+/// daemon's upstream socket), never the client, and the audit records the client and the
+/// original destination.
+fn assert_steered(w: &World, a: &Answer, dst: &str) {
+    assert_ne!(
+        a.seen_by_server,
+        a.local,
+        "the server saw the client itself: not steered\n{}",
+        w.daemon.log_tail(40)
+    );
+    assert!(
+        !w.server.seen().contains(&a.local),
+        "the client {} reached the server directly",
+        a.local
+    );
+    assert_eq!(
+        a.seen_by_server.ip().is_ipv4(),
+        a.local.ip().is_ipv4(),
+        "upstream family"
+    );
+    let client = a.local.to_string();
+    let open = w
+        .daemon
+        .wait_audit(AUDIT_WAIT, |e| {
+            e["event"] == "connection_open" && e["client"] == client.as_str()
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(open["original_dst"], dst, "original destination: {open}");
+    assert_eq!(open["protocol"], "kafka", "{open}");
+}
+
+fn kernel_event(w: &World, kind: &str, client: SocketAddr) -> Result<Value, String> {
+    let client = client.to_string();
+    w.daemon
+        .wait_audit(AUDIT_WAIT, |e| {
+            e["event"] == "kernel" && e["kind"] == kind && e["client"] == client.as_str()
+        })
+        .map_err(|e| format!("{e:#}"))
+}
+
+/// A connection attempt that must not reach anything: times out or is refused.
+fn assert_no_connection(w: &World, src: &str, dst: &str) -> SocketAddr {
+    let before = w.server.seen().len();
+    let started = Instant::now();
+    let result = ask_within(w, src, dst, DROP_TIMEOUT);
+    let Err(e) = &result else {
+        panic!(
+            "a connection to {dst} succeeded while no daemon serves: {result:?}\n{}",
+            w.daemon.log_tail(40)
+        );
+    };
+    eprintln!(
+        "connection to {dst} failed as it should after {:?}: {e}",
+        started.elapsed()
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        w.server.seen().len(),
+        before,
+        "the server accepted a connection while the daemon was down"
+    );
+    // The local address the failed attempt used is in the error text.
+    e.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("local address in the error")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+
+#[test]
+fn loopback_client_is_steered_with_its_original_destination() {
+    if !require_kernel() {
+        return;
+    }
+    let w = world("steer-basic", false);
+    let a = ask_ok(&w, "127.0.0.1:0", V4);
+    assert_steered(&w, &a, V4);
+    // The exempt upstream reached the server: it answered, and saw a loopback socket.
+    assert!(a.seen_by_server.ip().is_loopback(), "{a:?}");
+    kernel_event(&w, "steered", a.local).unwrap_or_else(|e| panic!("kernel steer event: {e}"));
+    // The close is audited with bytes both ways.
+    let client = a.local.to_string();
+    let close = w
+        .daemon
+        .wait_audit(AUDIT_WAIT, |e| {
+            e["event"] == "connection_close" && e["client"] == client.as_str()
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(
+        close["bytes_from_client"].as_u64().unwrap_or(0) > 0,
+        "{close}"
+    );
+    assert!(
+        close["bytes_to_client"].as_u64().unwrap_or(0) > 0,
+        "{close}"
+    );
+}
+
+#[test]
+fn other_sources_ports_and_ipv6_are_steered_never_exempt() {
+    if !require_kernel() {
+        return;
+    }
+    let w = world("steer-sources", false);
+    // Keep one steered connection open so the daemon holds an exempt upstream 4-tuple while the
+    // other clients connect.
+    let (held_local, held) =
+        w.ns.run(|| wire::connect_from(addr("127.0.0.1:0"), addr(V4), CONNECT_TIMEOUT));
+    let mut held = held.expect("held connection");
+    let held_text =
+        w.ns.run(|| wire::metadata_round_trip(&mut held, 1))
+            .expect("held request");
+    let exempt: SocketAddr = String::from_utf8(held_text).unwrap().parse().unwrap();
+    assert_ne!(exempt, held_local);
+
+    for (src, dst) in [
+        ("127.0.0.2:0", V4),
+        ("127.0.0.1:47123", V4),
+        ("127.0.0.3:47124", V4),
+        ("[::1]:0", V6),
+        ("[::1]:47125", V6),
+    ] {
+        let a = ask_ok(&w, src, dst);
+        eprintln!(
+            "{src} -> {dst}: client {} server saw {}",
+            a.local, a.seen_by_server
+        );
+        assert_steered(&w, &a, dst);
+    }
+
+    // Another socket trying the daemon's own exempt source address cannot pass around it: the
+    // 4-tuple is taken (bind or connect fails), or the flow is steered like any other.
+    match ask(&w, &exempt.to_string(), V4) {
+        Err(e) => eprintln!("reusing the exempt source failed as expected: {e}"),
+        Ok(a) => {
+            eprintln!("reusing the exempt source connected: {a:?}");
+            assert_steered(&w, &a, V4);
+        }
+    }
+    drop(held);
+}
+
+#[test]
+fn killed_daemon_fails_closed_and_restart_takes_over() {
+    if !require_kernel() {
+        return;
+    }
+    let mut w = world("steer-kill", false);
+    let a = ask_ok(&w, "127.0.0.1:0", V4);
+    assert_steered(&w, &a, V4);
+
+    w.daemon.kill();
+    let dropped_v4 = assert_no_connection(&w, "127.0.0.1:0", V4);
+    let dropped_v6 = assert_no_connection(&w, "[::1]:0", V6);
+    // The pins outlive the daemon.
+    assert!(
+        w.daemon.pin_dir().exists(),
+        "pin dir removed by a killed daemon"
+    );
+
+    w.daemon
+        .start()
+        .unwrap_or_else(|e| panic!("restart on the same pins: {e:#}"));
+    let b = ask_ok(&w, "127.0.0.1:0", V4);
+    assert_steered(&w, &b, V4);
+    let c = ask_ok(&w, "[::1]:0", V6);
+    assert_steered(&w, &c, V6);
+
+    // The drops while nobody listened reach userspace: the pinned ring buffer keeps them for
+    // the next daemon, which audits them.
+    for dropped in [dropped_v4, dropped_v6] {
+        let ev = kernel_event(&w, "dropped_no_listener", dropped)
+            .unwrap_or_else(|e| panic!("no kernel drop event for {dropped}: {e}"));
+        eprintln!("kernel drop event: {ev}");
+    }
+}
+
+#[test]
+fn sigterm_keeps_steering_attached_and_detach_removes_it() {
+    if !require_kernel() {
+        return;
+    }
+    let mut w = world("steer-term", false);
+    let a = ask_ok(&w, "127.0.0.1:0", V4);
+    assert_steered(&w, &a, V4);
+
+    w.daemon
+        .stop()
+        .unwrap_or_else(|e| panic!("clean stop on SIGTERM: {e:#}"));
+    assert!(w.daemon.pin_dir().exists(), "SIGTERM removed the pins");
+    assert_no_connection(&w, "127.0.0.1:0", V4);
+
+    w.daemon
+        .detach()
+        .unwrap_or_else(|e| panic!("detach: {e:#}"));
+    assert!(!w.daemon.pin_dir().exists(), "detach left the pin dir");
+    // Without the programs, connections go to the server directly again.
+    let d = ask_ok(&w, "127.0.0.1:0", V4);
+    assert_eq!(d.seen_by_server, d.local, "not direct after detach");
+    let e = ask_ok(&w, "[::1]:0", V6);
+    assert_eq!(e.seen_by_server, e.local, "not direct after detach (IPv6)");
+}
+
+#[test]
+fn fail_open_passes_directly_while_the_daemon_is_down() {
+    if !require_kernel() {
+        return;
+    }
+    let mut w = world("steer-failopen", true);
+    assert!(
+        w.daemon.log().contains("fail_open"),
+        "no fail_open warning at start:\n{}",
+        w.daemon.log_tail(20)
+    );
+    let a = ask_ok(&w, "127.0.0.1:0", V4);
+    assert_steered(&w, &a, V4);
+
+    w.daemon.kill();
+    let direct = ask_ok(&w, "127.0.0.1:0", V4);
+    assert_eq!(
+        direct.seen_by_server, direct.local,
+        "fail_open: the client should reach the server itself"
+    );
+    let direct6 = ask_ok(&w, "[::1]:0", V6);
+    assert_eq!(direct6.seen_by_server, direct6.local, "fail_open over IPv6");
+
+    w.daemon
+        .start()
+        .unwrap_or_else(|e| panic!("restart: {e:#}"));
+    let b = ask_ok(&w, "127.0.0.1:0", V4);
+    assert_steered(&w, &b, V4);
+    for client in [direct.local, direct6.local] {
+        let ev = kernel_event(&w, "passed_fail_open", client)
+            .unwrap_or_else(|e| panic!("no kernel fail-open event for {client}: {e}"));
+        eprintln!("kernel fail-open event: {ev}");
+    }
+    let _ = &w.work;
+}
+
+/// A client that leaves while its request is still with the broker (as a consumer does when it
+/// is stopped during a 20 s group join) must not keep its session, upstream connection and
+/// exempt entry alive until the broker happens to answer or close.
+#[test]
+fn client_gone_with_a_request_in_flight_ends_its_session() {
+    if !require_kernel() {
+        return;
+    }
+    let w = world_with("steer-gone", false, true);
+    let (local, stream) =
+        w.ns.run(|| wire::connect_from(addr("127.0.0.1:0"), addr(V4), CONNECT_TIMEOUT));
+    let mut stream = stream.expect("connect");
+    std::io::Write::write_all(&mut stream, &wire::metadata_v1_request(5, "leaving"))
+        .expect("request");
+    interceptor_e2e::wait_until(Duration::from_secs(5), "the upstream connection", || {
+        (!w.server.seen().is_empty()).then_some(())
+    })
+    .expect("the daemon connected upstream");
+    std::thread::sleep(Duration::from_millis(200));
+    drop(stream);
+    let client = local.to_string();
+    let close = w
+        .daemon
+        .wait_audit(Duration::from_secs(10), |e| {
+            e["event"] == "connection_close" && e["client"] == client.as_str()
+        })
+        .unwrap_or_else(|e| panic!("the session outlived its client: {e:#}"));
+    eprintln!("closed: {close}");
+}
