@@ -17,17 +17,17 @@ use crate::{
     audit::CloseReason,
     filter::{FilterChain, Verdict},
     kafka::{
-        api_versions::trim_api_versions_response,
+        api_versions::{
+            can_decode_response, trim_api_versions_response, unsupported_version_response,
+        },
+        header::API_VERSIONS_KEY,
         inflight::{
             match_response, unsolicited, Expected, InFlightRx, InFlightTx, Pending, TryPushError,
         },
-        produce::produce_acks,
+        produce::{produce_acks, PRODUCE_KEY},
         split_frame, RequestHeader,
     },
 };
-
-const API_PRODUCE: i16 = 0;
-const API_VERSIONS: i16 = 18;
 
 #[derive(Debug, Clone, Copy)]
 pub struct RelayLimits {
@@ -102,7 +102,16 @@ where
                     )
                 }
             };
-            let pending = match chain.on_request(&header, frame) {
+            let verdict =
+                if header.api_key == API_VERSIONS_KEY && !can_decode_response(header.api_version) {
+                    // KIP-511: a version newer than this build knows gets what a broker sends for
+                    // a version newer than it knows (v0, UNSUPPORTED_VERSION, its ranges), and the
+                    // client retries with one both understand.
+                    Verdict::Respond(unsupported_version_response(header.correlation_id))
+                } else {
+                    chain.on_request(&header, frame)
+                };
+            let pending = match verdict {
                 Verdict::Forward(frame) => {
                     let due = match expects_response(&header, &frame) {
                         Ok(due) => due,
@@ -163,7 +172,7 @@ where
 
 /// Whether the broker will answer this request: only acks=0 Produce goes unanswered.
 fn expects_response(header: &RequestHeader, frame: &[u8]) -> Result<bool, String> {
-    if header.api_key != API_PRODUCE {
+    if header.api_key != PRODUCE_KEY {
         return Ok(true);
     }
     produce_acks(frame, header)
@@ -289,12 +298,190 @@ where
 /// The frame to send to the client for a broker response: the same bytes, except ApiVersions,
 /// which advertises only versions this build can decode.
 fn response_frame(expected: &Expected, frame: Bytes) -> Result<Bytes, String> {
-    if expected.api_key != API_VERSIONS {
+    if expected.api_key != API_VERSIONS_KEY {
         return Ok(frame);
     }
     match trim_api_versions_response(&frame, expected.api_version) {
         Ok(Some(trimmed)) => Ok(trimmed),
         Ok(None) => Ok(frame),
         Err(e) => Err(format!("undecodable ApiVersions response: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::inflight::in_flight;
+
+    const LIMITS: RelayLimits = RelayLimits {
+        max_frame_bytes: 1024,
+        read_buffer_bytes: 64,
+    };
+
+    /// A request frame with header v1: api key, version, correlation id, client id "t".
+    fn request(api_key: i16, version: i16, correlation_id: i32, body: &[u8]) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&api_key.to_be_bytes());
+        f.extend_from_slice(&version.to_be_bytes());
+        f.extend_from_slice(&correlation_id.to_be_bytes());
+        f.extend_from_slice(&1i16.to_be_bytes()); // client id length
+        f.push(b't'); // client id
+        f.extend_from_slice(body);
+        framed(&f)
+    }
+
+    fn framed(body: &[u8]) -> Vec<u8> {
+        let mut f = (body.len() as i32).to_be_bytes().to_vec();
+        f.extend_from_slice(body);
+        f
+    }
+
+    /// Produce v3 body start: null transactional id, then acks.
+    fn produce_v3(correlation_id: i32, acks: i16) -> Vec<u8> {
+        let mut body = (-1i16).to_be_bytes().to_vec(); // transactional_id: null
+        body.extend_from_slice(&acks.to_be_bytes()); // acks
+        body.extend_from_slice(&[0, 0, 0x75, 0x30, 0, 0, 0, 0]); // timeout, no topics
+        request(0, 3, correlation_id, &body)
+    }
+
+    fn response(correlation_id: i32, body: &[u8]) -> Vec<u8> {
+        let mut f = correlation_id.to_be_bytes().to_vec();
+        f.extend_from_slice(body);
+        framed(&f)
+    }
+
+    fn upstream(correlation_id: i32, api_key: i16, api_version: i16) -> Pending {
+        Pending::Upstream(Expected {
+            correlation_id,
+            api_key,
+            api_version,
+        })
+    }
+
+    /// Runs the request direction over `input`; returns its end, what reached the broker, and
+    /// the entries it queued.
+    async fn relay_requests(input: &[u8]) -> (RelayEnd, Vec<u8>, Vec<Pending>, u64) {
+        let (tx, mut rx) = in_flight(16);
+        let mut client = input;
+        let mut broker = Vec::new();
+        let mut bytes_in = 0;
+        let end = requests(
+            &mut client,
+            &mut broker,
+            tx,
+            &FilterChain::default(),
+            LIMITS,
+            &mut bytes_in,
+        )
+        .await;
+        let mut queued = Vec::new();
+        while let Some(p) = rx.next().await {
+            queued.push(p);
+        }
+        (end, broker, queued, bytes_in)
+    }
+
+    #[tokio::test]
+    async fn requests_pass_byte_for_byte_and_acks0_produce_expects_nothing() {
+        let mut input = request(3, 1, 1, b"\0\0\0\0"); // Metadata v1, all topics
+        input.extend(produce_v3(2, 0));
+        input.extend(produce_v3(3, 1));
+        let (end, broker, queued, bytes_in) = relay_requests(&input).await;
+        assert_eq!(end.reason, CloseReason::ClientClosed);
+        assert_eq!(broker, input, "forwarded unchanged");
+        assert_eq!(bytes_in, input.len() as u64);
+        assert_eq!(queued, vec![upstream(1, 3, 1), upstream(3, 0, 3)]);
+    }
+
+    #[tokio::test]
+    async fn api_versions_newer_than_this_build_is_answered_locally() {
+        // ApiVersions v9, header v2: client id then an empty tagged-field section.
+        let mut header = Vec::new();
+        header.extend_from_slice(&18i16.to_be_bytes());
+        header.extend_from_slice(&9i16.to_be_bytes());
+        header.extend_from_slice(&77i32.to_be_bytes());
+        header.extend_from_slice(&(-1i16).to_be_bytes()); // null client id
+        header.push(0); // no tagged fields
+        let (end, broker, queued, _) = relay_requests(&framed(&header)).await;
+        assert_eq!(end.reason, CloseReason::ClientClosed);
+        assert!(broker.is_empty(), "not forwarded");
+        let [Pending::Local(answer)] = &queued[..] else {
+            panic!("one local answer, got {queued:?}")
+        };
+        assert_eq!(&answer[4..8], &77i32.to_be_bytes(), "correlation id");
+        assert_eq!(&answer[8..10], &35i16.to_be_bytes(), "UNSUPPORTED_VERSION");
+    }
+
+    #[tokio::test]
+    async fn bad_client_input_ends_the_direction_with_a_protocol_error() {
+        let oversized = framed(&[0; 2000]);
+        let mut truncated = request(3, 1, 1, b"\0\0\0\0");
+        truncated.truncate(truncated.len() - 2);
+        let garbage = b"\xff\xff\xff\xffGET / HTTP/1.1\r\n".to_vec();
+        let two_gib = [0x7f, 0xff, 0xff, 0xff, 0, 0];
+        for input in [oversized, truncated, garbage, two_gib.to_vec()] {
+            let (end, broker, queued, _) = relay_requests(&input).await;
+            assert_eq!(end.reason, CloseReason::ClientProtocolError, "{end:?}");
+            assert!(end.detail.is_some());
+            assert!(broker.is_empty() && queued.is_empty());
+        }
+    }
+
+    /// Runs the response direction with `due` queued (and the request side still open when
+    /// `keep_open`); returns its end and what reached the client.
+    async fn relay_responses(
+        due: Vec<Pending>,
+        broker: &[u8],
+        keep_open: bool,
+    ) -> (RelayEnd, Vec<u8>) {
+        let (tx, rx) = in_flight(16);
+        for p in due {
+            tx.push(p).await.unwrap();
+        }
+        let _open = keep_open.then_some(tx);
+        let mut upstream = broker;
+        let mut client = Vec::new();
+        let mut bytes_out = 0;
+        let end = responses(&mut upstream, &mut client, rx, LIMITS, &mut bytes_out).await;
+        assert_eq!(bytes_out, client.len() as u64);
+        (end, client)
+    }
+
+    #[tokio::test]
+    async fn responses_keep_request_order_with_local_answers_in_their_place() {
+        let local = response(2, b"local");
+        let mut broker = response(1, b"first");
+        broker.extend(response(3, b"third"));
+        let due = vec![
+            upstream(1, 3, 1),
+            Pending::Local(Bytes::from(local.clone())),
+            upstream(3, 3, 1),
+        ];
+        let (end, client) = relay_responses(due, &broker, false).await;
+        let mut expected = response(1, b"first");
+        expected.extend(local);
+        expected.extend(response(3, b"third"));
+        assert_eq!(client, expected);
+        assert!(matches!(
+            end.reason,
+            CloseReason::ClientClosed | CloseReason::UpstreamClosed
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_broker_answering_out_of_turn_is_a_protocol_error() {
+        let (end, client) = relay_responses(vec![upstream(1, 3, 1)], &response(2, b""), true).await;
+        assert_eq!(end.reason, CloseReason::UpstreamProtocolError);
+        assert!(client.is_empty());
+        let (end, _) = relay_responses(vec![], &response(5, b""), true).await;
+        assert_eq!(end.reason, CloseReason::UpstreamProtocolError);
+        assert!(end.detail.unwrap().contains('5'));
+    }
+
+    #[tokio::test]
+    async fn a_broker_closing_with_a_response_due_says_which() {
+        let (end, _) = relay_responses(vec![upstream(9, 3, 1)], &[], true).await;
+        assert_eq!(end.reason, CloseReason::UpstreamClosed);
+        assert!(end.detail.unwrap().contains("correlation id 9"));
     }
 }
