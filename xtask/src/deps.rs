@@ -39,6 +39,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "pkg-config",
     "libssl-dev",
     "libsasl2-dev",
+    // librdkafka 2.12 (loadgen) includes <curl/curl.h> even with curl off; nothing links it.
+    "libcurl4-openssl-dev",
     "haproxy",
 ];
 
