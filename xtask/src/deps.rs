@@ -63,7 +63,7 @@ const CACHE_DIR: &str = "/var/cache/interceptor";
 pub fn run() -> Result<()> {
     debian_packages()?;
     bpf_linker()?;
-    cargo_fuzz()?;
+    fuzz_tools()?;
     python_venv()?;
     tansu()?;
     kcat_wrapper()?;
@@ -175,6 +175,27 @@ fn bpf_linker() -> Result<()> {
             .env("LLVM_SYS_221_PREFIX", "/usr/lib/llvm-22"),
         &log_path("bpf-linker")?,
     )
+}
+
+/// The nightly toolchain (rustup installs it when missing) and cargo-fuzz.
+pub fn fuzz_tools() -> Result<()> {
+    let nightly = Command::new("cargo")
+        .args(["+nightly", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !nightly {
+        say("installing the nightly toolchain (for cargo-fuzz)");
+        util::run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
+    }
+    cargo_fuzz()
 }
 
 fn cargo_fuzz() -> Result<()> {

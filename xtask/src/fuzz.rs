@@ -2,7 +2,7 @@
 //! and runs each for N seconds (libFuzzer's `-max_total_time`); fails on the first crash,
 //! naming the input that caused it.
 //!
-//! - Needs the nightly toolchain and cargo-fuzz; installs either if missing.
+//! - Needs the nightly toolchain and cargo-fuzz; `deps` installs either if missing.
 //! - New corpus entries go to `fuzz/corpus/TARGET` (kept between runs, not in git); the
 //!   committed seeds in `fuzz/seeds/TARGET` are read as well, so a short run starts from
 //!   valid frames instead of rediscovering the protocol.
@@ -10,7 +10,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
     time::Instant,
 };
 
@@ -20,7 +20,6 @@ use crate::util::{output, root, run as run_cmd};
 
 /// The cargo-fuzz release `cargo xtask deps` installs; the same one is installed here when
 /// missing, so either task leaves the machine in the same state.
-const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// A single input taking longer than this is reported as a hang.
 const INPUT_TIMEOUT_SECONDS: u32 = 10;
 
@@ -35,8 +34,7 @@ pub struct FuzzArgs {
 }
 
 pub fn run(args: &FuzzArgs) -> Result<()> {
-    ensure_nightly()?;
-    ensure_cargo_fuzz()?;
+    crate::deps::fuzz_tools()?;
     let fuzz_dir = root().join("fuzz");
     let targets = if args.targets.is_empty() {
         list_targets(&fuzz_dir)?
@@ -114,43 +112,5 @@ fn crash_help(fuzz_dir: &Path, target: &str) -> String {
         "fuzz target {target} failed; the input is in {} \
          (reproduce: cargo +nightly fuzz run --fuzz-dir fuzz {target} ARTIFACT)",
         artifacts.display()
-    )
-}
-
-fn ensure_nightly() -> Result<()> {
-    let ok = Command::new("cargo")
-        .args(["+nightly", "--version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        return Ok(());
-    }
-    eprintln!("fuzz: installing the nightly toolchain");
-    run_cmd(Command::new("rustup").args([
-        "toolchain",
-        "install",
-        "nightly",
-        "--profile",
-        "minimal",
-    ]))
-}
-
-fn ensure_cargo_fuzz() -> Result<()> {
-    let ok = Command::new("cargo")
-        .args(["fuzz", "--version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        return Ok(());
-    }
-    eprintln!("fuzz: installing cargo-fuzz {CARGO_FUZZ_VERSION}");
-    run_cmd(
-        Command::new("cargo")
-            .args(["install", "--locked"])
-            .arg(format!("cargo-fuzz@{CARGO_FUZZ_VERSION}")),
     )
 }
