@@ -1102,6 +1102,18 @@ pub fn kcat(ns: &Netns, args: &[&str], timeout: Duration) -> Result<String> {
 // ---------------------------------------------------------------------------------------------
 // Raw Kafka frames and sockets, for tests that speak the wire themselves
 
+/// Resident memory of a process in KiB (0 if it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 pub mod wire {
     //! Hand-made Kafka frames and TCP sockets with a chosen source address.
 

@@ -521,17 +521,6 @@ fn bad_case_checked(k: &Kafka, case: &BadCase) -> String {
     )
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 #[test]
 fn bad_input_closes_only_that_connection() {
     if !require_kernel() {
@@ -592,7 +581,7 @@ fn bad_input_closes_only_that_connection() {
     });
     // A 2 GiB length prefix must not have made the daemon allocate it.
     let pid = k.daemon.pid().unwrap();
-    let rss = rss_kib(pid);
+    let rss = interceptor_e2e::rss_kib(pid);
     assert!(rss < 512 * 1024, "daemon RSS {rss} KiB after the bad input");
     wire::metadata_round_trip(&mut good, 1000).expect("good connection at the end");
     assert!(k.daemon.alive());

@@ -45,9 +45,8 @@ struct FakeBroker {
 }
 
 impl FakeBroker {
-    /// Listens on `addrs` in the namespace. `silent`: reads requests but never answers nor closes (a broker busy with a long
-    /// request, like a consumer group join).
-    fn start(ns: &Netns, addrs: &[SocketAddr], silent: bool) -> FakeBroker {
+    /// Listens on `addrs` in the namespace and treats every connection as `behaviour` says.
+    fn start(ns: &Netns, addrs: &[SocketAddr], behaviour: Behaviour) -> FakeBroker {
         let listeners: Vec<TcpListener> = ns.run(|| {
             addrs
                 .iter()
@@ -63,7 +62,7 @@ impl FakeBroker {
             .map(|listener| {
                 listener.set_nonblocking(true).expect("nonblocking");
                 let (seen, stop) = (Arc::clone(&seen), Arc::clone(&stop));
-                std::thread::spawn(move || accept_loop(listener, seen, stop, silent))
+                std::thread::spawn(move || accept_loop(listener, seen, stop, behaviour))
             })
             .collect();
         FakeBroker {
@@ -91,17 +90,18 @@ fn accept_loop(
     listener: TcpListener,
     seen: Arc<Mutex<Vec<SocketAddr>>>,
     stop: Arc<AtomicBool>,
-    silent: bool,
+    behaviour: Behaviour,
 ) {
     let mut held = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((stream, peer)) => {
                 seen.lock().expect("lock").push(peer);
-                if silent {
-                    held.push(stream);
-                } else {
-                    std::thread::spawn(move || answer(stream, peer));
+                match behaviour {
+                    Behaviour::Silent => held.push(stream),
+                    Behaviour::Answer { padding } => {
+                        std::thread::spawn(move || answer(stream, peer, padding));
+                    }
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -112,8 +112,20 @@ fn accept_loop(
     }
 }
 
-/// Answers every request frame with [len][correlation id][peer address text].
-fn answer(mut stream: TcpStream, peer: SocketAddr) {
+/// How the fake broker treats a connection.
+#[derive(Debug, Clone, Copy)]
+enum Behaviour {
+    /// Answers every request with [len][correlation id][peer address text][`padding` zeros].
+    Answer { padding: usize },
+    /// Reads requests but never answers nor closes (a broker busy with a long request, like a
+    /// consumer group join).
+    Silent,
+}
+
+const ANSWERS: Behaviour = Behaviour::Answer { padding: 0 };
+
+/// Answers every request frame with [len][correlation id][peer address text][padding].
+fn answer(mut stream: TcpStream, peer: SocketAddr, padding: usize) {
     use std::io::Write;
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
@@ -123,6 +135,7 @@ fn answer(mut stream: TcpStream, peer: SocketAddr) {
         }
         let mut body = request[4..8].to_vec(); // correlation id
         body.extend_from_slice(peer.to_string().as_bytes());
+        body.resize(body.len() + padding, 0);
         if stream.write_all(&wire::frame(&body)).is_err() {
             return;
         }
@@ -141,14 +154,16 @@ struct World {
 }
 
 fn world(name: &str, fail_open: bool) -> World {
-    world_with(name, fail_open, false)
+    world_with(name, fail_open, ANSWERS, "")
 }
 
-fn world_with(name: &str, fail_open: bool, silent_server: bool) -> World {
+fn world_with(name: &str, fail_open: bool, server: Behaviour, extra_config: &str) -> World {
     let ns = Netns::new("itest").expect("netns");
     let work = WorkDir::new(name).expect("work dir");
-    let server = FakeBroker::start(&ns, &[addr(V4), addr(V6)], silent_server);
-    let config = DaemonConfig::kafka(&[addr(V4), addr(V6)]).fail_open(fail_open);
+    let server = FakeBroker::start(&ns, &[addr(V4), addr(V6)], server);
+    let config = DaemonConfig::kafka(&[addr(V4), addr(V6)])
+        .fail_open(fail_open)
+        .extra(extra_config);
     let daemon = start_interceptor(&ns, &work, &config.body())
         .unwrap_or_else(|e| panic!("starting the daemon: {e:#}"));
     World {
@@ -444,7 +459,7 @@ fn client_gone_with_a_request_in_flight_ends_its_session() {
     if !require_kernel() {
         return;
     }
-    let w = world_with("steer-gone", false, true);
+    let w = world_with("steer-gone", false, Behaviour::Silent, "");
     let (local, stream) =
         w.ns.run(|| wire::connect_from(addr("127.0.0.1:0"), addr(V4), CONNECT_TIMEOUT));
     let mut stream = stream.expect("connect");
@@ -464,4 +479,73 @@ fn client_gone_with_a_request_in_flight_ends_its_session() {
         })
         .unwrap_or_else(|e| panic!("the session outlived its client: {e:#}"));
     eprintln!("closed: {close}");
+}
+
+/// A client that pipelines requests and never reads the answers must not make the daemon
+/// buffer them: the daemon stops reading the broker once the client's socket is full, and stops
+/// reading the client once `max_in_flight` requests await an answer.
+#[test]
+fn a_client_that_never_reads_is_not_buffered_in_memory() {
+    if !require_kernel() {
+        return;
+    }
+    // 2000 requests of 64 KiB: far more than the sockets' buffers can hold between them.
+    const REQUESTS: i32 = 2000;
+    const ANSWER_BYTES: usize = 1 << 20;
+    let padded_request = |id| {
+        let mut request = wire::metadata_v1_request(id, "hoarder");
+        request.resize(64 * 1024, 0); // trailing body bytes the fake broker ignores
+        let len = (request.len() - 4) as i32;
+        request[..4].copy_from_slice(&len.to_be_bytes());
+        request
+    };
+    let w = world_with(
+        "steer-backpressure",
+        false,
+        Behaviour::Answer {
+            padding: ANSWER_BYTES,
+        },
+        "[limits]\nmax_in_flight = 16\n",
+    );
+    let pid = w.daemon.pid().expect("daemon pid");
+    let rss_before = interceptor_e2e::rss_kib(pid);
+    let (_local, stream) =
+        w.ns.run(|| wire::connect_from(addr("127.0.0.1:0"), addr(V4), CONNECT_TIMEOUT));
+    let mut stream = stream.expect("connect");
+    // Writes block once the daemon stops reading: give up after a short stall.
+    stream
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .expect("write timeout");
+    let mut sent = 0;
+    for id in 0..REQUESTS {
+        if std::io::Write::write_all(&mut stream, &padded_request(id)).is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_after = interceptor_e2e::rss_kib(pid);
+    eprintln!(
+        "sent {sent} of {REQUESTS} requests (answers of 1 MiB each, never read); \
+         daemon RSS {rss_before} KiB -> {rss_after} KiB"
+    );
+    // Unbounded buffering would hold about 2 GiB of answers; the bound is a few frames plus
+    // the sockets' own buffers.
+    assert!(
+        rss_after < rss_before + 64 * 1024,
+        "daemon RSS grew from {rss_before} KiB to {rss_after} KiB\n{}",
+        w.daemon.log_tail(20)
+    );
+    assert!(
+        sent < REQUESTS,
+        "the daemon kept reading a client whose answers pile up"
+    );
+    // The daemon still serves everyone else (while the hoarder is still connected).
+    let other = w.ns.run(|| {
+        let (_, other) = wire::connect_from(addr("127.0.0.2:0"), addr(V4), CONNECT_TIMEOUT);
+        wire::metadata_round_trip(&mut other?, 1)
+    });
+    let answer = other.unwrap_or_else(|e| panic!("another client: {e}\n{}", w.daemon.log_tail(20)));
+    assert!(answer.len() > ANSWER_BYTES, "a whole answer");
+    drop(stream);
 }
