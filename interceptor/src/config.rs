@@ -47,6 +47,10 @@ pub struct Config {
     pub bpf_object: Option<PathBuf>,
     #[serde(default)]
     pub log_format: LogFormat,
+    /// Threads serving connections; 0 means one per CPU. The broker shares the node's cores,
+    /// so operators may want to cap the interceptor's share.
+    #[serde(default)]
+    pub worker_threads: usize,
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
@@ -200,6 +204,9 @@ impl Config {
                 return Err(invalid(key, "must be greater than 0".into()));
             }
         }
+        if self.worker_threads > 1024 {
+            return Err(invalid("worker_threads", "must be at most 1024".into()));
+        }
         // Kafka frames carry an i32 length.
         if limits.max_frame_bytes > i32::MAX as usize {
             return Err(invalid(
@@ -253,6 +260,7 @@ address = "127.0.0.1:9092"
         assert_eq!(c.limits.max_frame_bytes, 100 * 1024 * 1024);
         assert_eq!(c.listeners[0].upstream, None);
         assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.worker_threads, 0);
     }
 
     #[test]
@@ -342,5 +350,6 @@ mod example_tests {
         assert_eq!(example.audit, AuditConfig::default());
         assert_eq!(example.bpf_pin_dir, PathBuf::from(DEFAULT_PIN_DIR));
         assert!(!example.fail_open);
+        assert_eq!(example.worker_threads, 0);
     }
 }

@@ -86,9 +86,11 @@ fn execute(command: Command, config: Config) -> Result<()> {
                 (ModeArg::Listen, Some(addr)) => Mode::Listen(addr),
                 (ModeArg::Listen, None) => bail!("--mode listen needs --listen ADDR"),
             };
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            if config.worker_threads > 0 {
+                runtime.worker_threads(config.worker_threads);
+            }
+            let runtime = runtime.enable_all().build()?;
             runtime.block_on(daemon::run(config, mode))
         }
         Command::Detach => daemon::detach(&config),
