@@ -19,7 +19,9 @@ def produce(a):
         bootstrap_servers=a.bootstrap,
         compression_type=None if a.codec == "none" else a.codec,
         linger_ms=20,
-        acks="all",
+        acks=a.acks if a.acks == "all" else int(a.acks),
+        # kafka-python 3 is idempotent by default, which needs acks=all.
+        enable_idempotence=a.acks == "all",
         client_id="itest-kafka-python-producer",
     )
     errors = []

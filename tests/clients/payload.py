@@ -115,6 +115,8 @@ def common_args(parser):
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--seed", default="s")
     parser.add_argument("--codec", default="none", choices=["none", "gzip", "snappy", "lz4", "zstd"])
+    parser.add_argument("--acks", default="all", choices=["0", "1", "all"],
+                        help="produce: 0 means the broker sends no response at all")
     parser.add_argument("--group")
     parser.add_argument("--create", default="", help="admin: comma-separated topics to create")
     parser.add_argument("--partitions", type=int, default=1)

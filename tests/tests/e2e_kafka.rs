@@ -196,6 +196,47 @@ fn ten_thousand_records_identical_bytes_through_the_interceptor() {
     let _ = (&k.tansu, &k.work);
 }
 
+/// acks=0 Produce requests get no response at all: the daemon must not wait for one, or every
+/// later response on that connection would be matched to the wrong request.
+#[test]
+fn acks_zero_produce_keeps_responses_in_step() {
+    if !require_kernel() {
+        return;
+    }
+    let k = kafka("e2e-acks0");
+    const N: usize = 2000;
+    const SIZE: usize = 400;
+    for (lib, topic) in [(Lib::Confluent, "ck-acks0"), (Lib::KafkaPython, "kp-acks0")] {
+        let count = N.to_string();
+        let size = SIZE.to_string();
+        let v = k.client(
+            lib,
+            "produce",
+            &[
+                "--topic", topic, "--seed", topic, "--count", &count, "--size", &size, "--acks",
+                "0",
+            ],
+        );
+        assert_eq!(v["produced"].as_u64(), Some(N as u64), "{v}");
+        k.consume(lib, topic, topic, N, SIZE);
+    }
+    let events = k.settled_audit();
+    let broken: Vec<&Value> = events
+        .iter()
+        .filter(|e| {
+            e["event"] == "connection_close"
+                && e["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.ends_with("protocol_error"))
+        })
+        .collect();
+    assert!(
+        broken.is_empty(),
+        "connections ended out of step: {broken:?}"
+    );
+    assert!(k.daemon.alive());
+}
+
 #[test]
 fn all_four_codecs_both_clients() {
     if !require_kernel() {

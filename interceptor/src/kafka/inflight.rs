@@ -4,7 +4,9 @@
 //! correlation id, so the map is a bounded queue in request order. An entry is either a request
 //! forwarded upstream (its response will come from the broker) or a response the interceptor
 //! made itself, which must be sent to the client in its place in that order. acks=0 Produce
-//! requests have no response and no entry.
+//! requests have no response in Kafka; they leave an `Unanswered` marker, because some
+//! Kafka-protocol brokers (tansu 0.6) answer them anyway, and such an answer must be recognised
+//! and dropped (the client expects nothing) rather than taken for the next request's.
 //!
 //! The request direction pushes, the response direction pops; the bound is the per-connection
 //! limit of requests awaiting a response, and a full queue stops the request direction (the
@@ -29,6 +31,9 @@ pub enum Pending {
     Upstream(Expected),
     /// A complete response frame (length prefix included) made by the interceptor.
     Local(Bytes),
+    /// An acks=0 Produce with this correlation id: no response is due, but a broker may send
+    /// one anyway.
+    Unanswered(i32),
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]

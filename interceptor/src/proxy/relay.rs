@@ -20,7 +20,7 @@ use crate::{
         api_versions::{
             can_decode_response, trim_api_versions_response, unsupported_version_response,
         },
-        header::API_VERSIONS_KEY,
+        header::{response_correlation_id, API_VERSIONS_KEY},
         inflight::{
             match_response, unsolicited, Expected, InFlightRx, InFlightTx, Pending, TryPushError,
         },
@@ -33,6 +33,8 @@ use crate::{
 pub struct RelayLimits {
     pub max_frame_bytes: usize,
     pub read_buffer_bytes: usize,
+    /// acks=0 Produce ids remembered in case the broker answers them anyway.
+    pub max_unanswered: usize,
 }
 
 /// Why a direction stopped.
@@ -119,13 +121,17 @@ where
                             return RelayEnd::new(CloseReason::ClientProtocolError, detail)
                         }
                     };
-                    let pending = due.then_some(Pending::Upstream(Expected {
-                        correlation_id: header.correlation_id,
-                        api_key: header.api_key,
-                        api_version: header.api_version,
-                    }));
+                    let pending = if due {
+                        Pending::Upstream(Expected {
+                            correlation_id: header.correlation_id,
+                            api_key: header.api_key,
+                            api_version: header.api_version,
+                        })
+                    } else {
+                        Pending::Unanswered(header.correlation_id)
+                    };
                     batch.push(frame);
-                    pending
+                    Some(pending)
                 }
                 Verdict::Respond(response) => Some(Pending::Local(response)),
                 Verdict::Drop => None,
@@ -221,6 +227,7 @@ where
     let mut buf = BytesMut::with_capacity(limits.read_buffer_bytes);
     let mut batch: Vec<Bytes> = Vec::new();
     let mut due: Option<Expected> = None;
+    let mut unanswered = Unanswered::new(limits.max_unanswered);
     loop {
         // Send everything that can be sent without waiting.
         loop {
@@ -228,6 +235,10 @@ where
                 match in_flight.try_next() {
                     Some(Pending::Local(frame)) => {
                         batch.push(frame);
+                        continue;
+                    }
+                    Some(Pending::Unanswered(id)) => {
+                        unanswered.push(id);
                         continue;
                     }
                     Some(Pending::Upstream(expected)) => due = Some(expected),
@@ -239,6 +250,11 @@ where
                 Ok(None) => break,
                 Err(e) => return RelayEnd::new(CloseReason::UpstreamProtocolError, e.to_string()),
             };
+            if unanswered.take_answer(&frame) {
+                tracing::debug!("dropped the broker's answer to an acks=0 produce");
+                continue;
+            }
+            unanswered.clear();
             let Some(expected) = due.take() else {
                 return RelayEnd::new(
                     CloseReason::UpstreamProtocolError,
@@ -268,6 +284,7 @@ where
                 next = in_flight.next() => {
                     match next {
                         Some(Pending::Local(frame)) => batch.push(frame),
+                        Some(Pending::Unanswered(id)) => unanswered.push(id),
                         Some(Pending::Upstream(expected)) => due = Some(expected),
                         None => return RelayEnd::clean(CloseReason::ClientClosed),
                     }
@@ -295,6 +312,53 @@ where
     }
 }
 
+/// Correlation ids of acks=0 Produce requests since the last matched response. Kafka never
+/// answers them; a broker that does answers in order, so an answer can only name one of these,
+/// and once a later request's response has come none of them will be answered any more.
+struct Unanswered {
+    ids: std::collections::VecDeque<i32>,
+    limit: usize,
+}
+
+impl Unanswered {
+    fn new(limit: usize) -> Self {
+        Self {
+            ids: std::collections::VecDeque::new(),
+            limit,
+        }
+    }
+
+    fn push(&mut self, id: i32) {
+        if self.ids.len() == self.limit {
+            // The oldest: a broker that answers would have done so long ago.
+            self.ids.pop_front();
+        }
+        self.ids.push_back(id);
+    }
+
+    /// Whether `frame` answers one of the unanswered requests; if so, it and every older one
+    /// are settled.
+    fn take_answer(&mut self, frame: &[u8]) -> bool {
+        if self.ids.is_empty() {
+            return false;
+        }
+        let Ok(id) = response_correlation_id(frame) else {
+            return false;
+        };
+        match self.ids.iter().position(|&u| u == id) {
+            Some(at) => {
+                self.ids.drain(..=at);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn clear(&mut self) {
+        self.ids.clear();
+    }
+}
+
 /// The frame to send to the client for a broker response: the same bytes, except ApiVersions,
 /// which advertises only versions this build can decode.
 fn response_frame(expected: &Expected, frame: Bytes) -> Result<Bytes, String> {
@@ -316,6 +380,7 @@ mod tests {
     const LIMITS: RelayLimits = RelayLimits {
         max_frame_bytes: 1024,
         read_buffer_bytes: 64,
+        max_unanswered: 4,
     };
 
     /// A request frame with header v1: api key, version, correlation id, client id "t".
@@ -390,7 +455,10 @@ mod tests {
         assert_eq!(end.reason, CloseReason::ClientClosed);
         assert_eq!(broker, input, "forwarded unchanged");
         assert_eq!(bytes_in, input.len() as u64);
-        assert_eq!(queued, vec![upstream(1, 3, 1), upstream(3, 0, 3)]);
+        assert_eq!(
+            queued,
+            vec![upstream(1, 3, 1), Pending::Unanswered(2), upstream(3, 0, 3)]
+        );
     }
 
     #[tokio::test]
@@ -466,6 +534,56 @@ mod tests {
             end.reason,
             CloseReason::ClientClosed | CloseReason::UpstreamClosed
         ));
+    }
+
+    #[tokio::test]
+    async fn answers_to_acks0_produce_are_dropped_whether_or_not_they_come() {
+        // Kafka: no answer for 2 and 4.
+        let mut kafka = response(1, b"a");
+        kafka.extend(response(3, b"c"));
+        // A broker that answers acks=0 anyway (tansu 0.6).
+        let mut chatty = response(1, b"a");
+        chatty.extend(response(2, b"b"));
+        chatty.extend(response(3, b"c"));
+        chatty.extend(response(4, b"d"));
+        for broker in [kafka, chatty] {
+            let due = vec![
+                upstream(1, 3, 1),
+                Pending::Unanswered(2),
+                upstream(3, 3, 1),
+                Pending::Unanswered(4),
+            ];
+            let (end, client) = relay_responses(due, &broker, false).await;
+            let mut expected = response(1, b"a");
+            expected.extend(response(3, b"c"));
+            assert_eq!(client, expected);
+            assert_ne!(end.reason, CloseReason::UpstreamProtocolError, "{end:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn only_acks0_produce_never_fills_the_queue() {
+        // More acks=0 requests than the queue holds, with no answers at all: the response side
+        // keeps draining the markers, so the request side never blocks.
+        let (tx, rx) = in_flight(2);
+        // A broker that stays connected and never says anything.
+        let (mut upstream, _broker) = tokio::io::duplex(64);
+        let mut client = Vec::new();
+        let mut bytes_out = 0;
+        let responses = responses(&mut upstream, &mut client, rx, LIMITS, &mut bytes_out);
+        let requests = async move {
+            for id in 0..100 {
+                tx.push(Pending::Unanswered(id)).await.unwrap();
+            }
+        };
+        // The request side finishes (then, with the queue closed, so does the response side).
+        let (end, ()) = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            tokio::join!(responses, requests)
+        })
+        .await
+        .expect("no deadlock");
+        assert_eq!(end.reason, CloseReason::ClientClosed);
+        assert!(client.is_empty());
     }
 
     #[tokio::test]

@@ -98,6 +98,7 @@ pub async fn serve(
     let relay_limits = RelayLimits {
         max_frame_bytes: limits.max_frame_bytes,
         read_buffer_bytes: limits.read_buffer_bytes,
+        max_unanswered: limits.max_in_flight,
     };
     let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
     let end = {
