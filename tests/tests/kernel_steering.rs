@@ -19,7 +19,7 @@ use std::{
 };
 
 use interceptor_e2e::{
-    require_kernel, start_interceptor, wire, DaemonConfig, Interceptor, Netns, WorkDir,
+    require_kernel, start_interceptor, wire, DaemonConfig, Interceptor, Netns, PinDir, WorkDir,
 };
 use serde_json::Value;
 
@@ -548,4 +548,90 @@ fn a_client_that_never_reads_is_not_buffered_in_memory() {
     let answer = other.unwrap_or_else(|e| panic!("another client: {e}\n{}", w.daemon.log_tail(20)));
     assert!(answer.len() > ANSWER_BYTES, "a whole answer");
     drop(stream);
+}
+
+/// Connects from `src` to `dst` in `ns` and asks once; returns the client's address and the
+/// peer address the fake broker saw.
+fn ask_in(ns: &Netns, src: &str, dst: &str) -> std::io::Result<(SocketAddr, SocketAddr)> {
+    let (src, dst) = (addr(src), addr(dst));
+    ns.run(|| {
+        let (local, stream) = wire::connect_from(src, dst, CONNECT_TIMEOUT);
+        let text = wire::metadata_round_trip(&mut stream?, 3)?;
+        let seen = String::from_utf8_lossy(&text).parse().map_err(|e| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{text:?}: {e}"))
+        })?;
+        Ok((local, seen))
+    })
+}
+
+/// Development mode: no kernel programs at all. Only connections made to `--listen` pass
+/// through the daemon, and it says so loudly; the broker's own address is not steered.
+#[test]
+fn listen_mode_forwards_without_kernel_programs_and_says_so() {
+    if !require_kernel() {
+        return;
+    }
+    let ns = Netns::new("itest").expect("netns");
+    let work = WorkDir::new("listen-mode").expect("work dir");
+    let _server = FakeBroker::start(&ns, &[addr(V4)], ANSWERS);
+    let pins = PinDir::new("itest");
+    let pin_dir = pins.path().to_path_buf();
+    let config = DaemonConfig::kafka(&[addr(V4)]).body();
+    let mut daemon = Interceptor::new(&ns, &work, &config, pins).expect("daemon");
+    daemon.set_run_args(&["--mode", "listen", "--listen", "127.0.0.1:29092"]);
+    daemon
+        .start()
+        .unwrap_or_else(|e| panic!("listen mode: {e:#}\n{}", daemon.log()));
+    assert!(daemon.log().contains("LISTEN MODE"), "{}", daemon.log());
+    assert!(!pin_dir.exists(), "listen mode pinned kernel objects");
+
+    let (local, seen) = ask_in(&ns, "127.0.0.1:0", "127.0.0.1:29092").expect("through the daemon");
+    assert_ne!(seen, local, "the broker saw the client itself");
+    let (local, seen) = ask_in(&ns, "127.0.0.1:0", V4).expect("straight to the broker");
+    assert_eq!(seen, local, "nothing is steered in listen mode");
+}
+
+/// The daemon's own steering listener is reachable like any local port; a connection made to
+/// it directly has no protected destination and must get nothing.
+#[test]
+fn a_connection_to_the_daemons_own_listener_is_refused() {
+    if !require_kernel() {
+        return;
+    }
+    let w = world("steer-direct-listener", false);
+    let pid = w.daemon.pid().expect("daemon pid");
+    let ports = listening_ports(&w.ns, pid);
+    let own = ports
+        .iter()
+        .copied()
+        .find(|p| p.ip().is_loopback() && p.is_ipv4() && p.port() != 9092)
+        .unwrap_or_else(|| panic!("the daemon's IPv4 listener among {ports:?}"));
+    let result = ask_in(&w.ns, "127.0.0.1:0", &own.to_string());
+    assert!(
+        result.is_err(),
+        "a request to {own} was answered: {result:?}"
+    );
+    w.daemon
+        .wait_audit(AUDIT_WAIT, |e| {
+            e["event"] == "connection_refused"
+                && e["reason"] == "not_protected"
+                && e["original_dst"] == own.to_string().as_str()
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(
+        w.server.seen().is_empty(),
+        "the broker got a connection: {:?}",
+        w.server.seen()
+    );
+}
+
+/// TCP addresses `pid` listens on, from `ss` in the namespace.
+fn listening_ports(ns: &Netns, pid: u32) -> Vec<SocketAddr> {
+    let out = ns.command("ss").args(["-Hltnp"]).output().expect("ss");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&format!("pid={pid},")))
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .filter_map(|a| a.parse().ok())
+        .collect()
 }
