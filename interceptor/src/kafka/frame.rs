@@ -41,6 +41,13 @@ pub fn split_frame(
     Ok(Some(buf.split_to(frame_len).freeze()))
 }
 
+/// The whole length (prefix included) of the frame at the front of `buf`, checked against the
+/// limit as [`split_frame`] does, as soon as its prefix is in; `None` before that. For
+/// forwarding a frame as its bytes arrive instead of waiting for all of it.
+pub fn peek_frame_len(buf: &[u8], max_frame_bytes: usize) -> Result<Option<usize>, FrameError> {
+    Ok(peek_body_len(buf, max_frame_bytes)?.map(|body| LENGTH_PREFIX.saturating_add(body)))
+}
+
 /// The length field of the frame at the front of `buf`, checked; `None` until all four bytes
 /// of the prefix are in.
 fn peek_body_len(buf: &[u8], max_frame_bytes: usize) -> Result<Option<usize>, FrameError> {

@@ -20,6 +20,7 @@ use crate::{
         api_versions::{
             can_decode_response, trim_api_versions_response, unsupported_version_response,
         },
+        frame::peek_frame_len,
         header::{response_correlation_id, API_VERSIONS_KEY},
         inflight::{
             match_response, unsolicited, Expected, InFlightRx, InFlightTx, Pending, TryPushError,
@@ -211,8 +212,23 @@ async fn record<W: AsyncWrite + Unpin>(
         .map_err(|_| RelayEnd::clean(CloseReason::UpstreamClosed))
 }
 
+/// Largest read while a response streams through (fewer syscalls for multi-MB Fetch answers).
+const MAX_STREAM_READ: usize = 1024 * 1024;
+
+/// The rest of a response that is passing through as its bytes arrive.
+struct Passing {
+    remaining: usize,
+    /// Forwarded to the client, or discarded (a broker's answer to an acks=0 Produce).
+    forward: bool,
+}
+
 /// Broker → client. Returns when every due response was sent and the request side is done,
 /// when the broker closes, or on the first error. `bytes_out` counts what the client got.
+///
+/// A response that nothing rewrites is forwarded as its bytes arrive (cut-through), once its
+/// length and correlation id are in and checked: a multi-MB Fetch answer then crosses both
+/// hops at once instead of one after the other. A response that must be rewritten (only
+/// ApiVersions today) is read whole first.
 pub async fn responses<R, W>(
     upstream: &mut R,
     client: &mut W,
@@ -227,10 +243,25 @@ where
     let mut buf = BytesMut::with_capacity(limits.read_buffer_bytes);
     let mut batch: Vec<Bytes> = Vec::new();
     let mut due: Option<Expected> = None;
+    let mut passing: Option<Passing> = None;
     let mut unanswered = Unanswered::new(limits.max_unanswered);
     loop {
         // Send everything that can be sent without waiting.
         loop {
+            if let Some(pass) = passing.as_mut() {
+                if buf.is_empty() {
+                    break;
+                }
+                let chunk = buf.split_to(pass.remaining.min(buf.len()));
+                pass.remaining -= chunk.len();
+                if pass.forward {
+                    batch.push(chunk.freeze());
+                }
+                if pass.remaining == 0 {
+                    passing = None;
+                }
+                continue;
+            }
             if due.is_none() {
                 match in_flight.try_next() {
                     Some(Pending::Local(frame)) => {
@@ -245,28 +276,56 @@ where
                     None => {}
                 }
             }
-            let frame = match split_frame(&mut buf, limits.max_frame_bytes) {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
+            // The next frame's length and correlation id.
+            let frame_len = match peek_frame_len(&buf, limits.max_frame_bytes) {
+                Ok(Some(len)) if len < RESPONSE_HEADER_MIN => {
+                    return RelayEnd::new(
+                        CloseReason::UpstreamProtocolError,
+                        format!("response frame of {len} bytes cannot hold a correlation id"),
+                    )
+                }
+                Ok(Some(len)) if buf.len() >= RESPONSE_HEADER_MIN => len,
+                Ok(_) => break,
                 Err(e) => return RelayEnd::new(CloseReason::UpstreamProtocolError, e.to_string()),
             };
-            if unanswered.take_answer(&frame) {
-                tracing::debug!("dropped the broker's answer to an acks=0 produce");
+            if unanswered.take_answer(&buf) {
+                tracing::debug!("dropping the broker's answer to an acks=0 produce");
+                passing = Some(Passing {
+                    remaining: frame_len,
+                    forward: false,
+                });
                 continue;
             }
             unanswered.clear();
             let Some(expected) = due.take() else {
                 return RelayEnd::new(
                     CloseReason::UpstreamProtocolError,
-                    unsolicited(&frame).to_string(),
+                    unsolicited(&buf).to_string(),
                 );
             };
-            if let Err(e) = match_response(&expected, &frame) {
+            if let Err(e) = match_response(&expected, &buf) {
                 return RelayEnd::new(CloseReason::UpstreamProtocolError, e.to_string());
             }
-            match response_frame(&expected, frame) {
-                Ok(frame) => batch.push(frame),
-                Err(detail) => return RelayEnd::new(CloseReason::UpstreamProtocolError, detail),
+            if !needs_whole_frame(&expected) {
+                passing = Some(Passing {
+                    remaining: frame_len,
+                    forward: true,
+                });
+                continue;
+            }
+            match split_frame(&mut buf, limits.max_frame_bytes) {
+                Ok(Some(frame)) => match response_frame(&expected, frame) {
+                    Ok(frame) => batch.push(frame),
+                    Err(detail) => {
+                        return RelayEnd::new(CloseReason::UpstreamProtocolError, detail)
+                    }
+                },
+                Ok(None) => {
+                    // Checked already; wait for the rest of it.
+                    due = Some(expected);
+                    break;
+                }
+                Err(e) => return RelayEnd::new(CloseReason::UpstreamProtocolError, e.to_string()),
             }
         }
         if !batch.is_empty() {
@@ -277,7 +336,13 @@ where
             *bytes_out += len as u64;
         }
         // Wait for the next due entry or more bytes from the broker.
-        let read = if due.is_some() {
+        let read = if let Some(pass) = &passing {
+            let chunk = pass.remaining.clamp(
+                limits.read_buffer_bytes,
+                MAX_STREAM_READ.max(limits.read_buffer_bytes),
+            );
+            fill(upstream, &mut buf, chunk).await
+        } else if due.is_some() {
             fill(upstream, &mut buf, limits.read_buffer_bytes).await
         } else {
             tokio::select! {
@@ -294,6 +359,12 @@ where
             }
         };
         match read {
+            Ok(0) if passing.is_some() => {
+                return RelayEnd::new(
+                    CloseReason::UpstreamClosed,
+                    "broker closed in the middle of a response",
+                )
+            }
             Ok(0) => {
                 return match due {
                     Some(expected) => RelayEnd::new(
@@ -310,6 +381,14 @@ where
             Err(e) => return RelayEnd::new(CloseReason::UpstreamError, format!("read: {e}")),
         }
     }
+}
+
+/// Length prefix and correlation id: what must be in before a response can be matched.
+const RESPONSE_HEADER_MIN: usize = 8;
+
+/// Whether a response is rewritten, so it must be read whole before any of it is sent.
+fn needs_whole_frame(expected: &Expected) -> bool {
+    expected.api_key == API_VERSIONS_KEY
 }
 
 /// Correlation ids of acks=0 Produce requests since the last matched response. Kafka never
@@ -584,6 +663,71 @@ mod tests {
         .expect("no deadlock");
         assert_eq!(end.reason, CloseReason::ClientClosed);
         assert!(client.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_large_response_reaches_the_client_before_the_broker_has_sent_all_of_it() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let (tx, rx) = in_flight(4);
+        tx.push(upstream(1, 1, 16)).await.unwrap(); // Fetch v16
+        let (mut up_rd, mut broker) = tokio::io::duplex(1 << 16);
+        let (mut client_wr, mut client) = tokio::io::duplex(1 << 16);
+        let answer = response(1, &[7; 20_000]);
+        let relay = tokio::spawn(async move {
+            let mut bytes_out = 0;
+            let limits = RelayLimits {
+                max_frame_bytes: 1 << 20,
+                ..LIMITS
+            };
+            let end = responses(&mut up_rd, &mut client_wr, rx, limits, &mut bytes_out).await;
+            (end, bytes_out)
+        });
+        broker.write_all(&answer[..5_000]).await.unwrap();
+        let mut first = vec![0; 5_000];
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            client.read_exact(&mut first),
+        )
+        .await
+        .expect("the first part is forwarded while the rest is still to come")
+        .unwrap();
+        assert_eq!(first, answer[..5_000]);
+        broker.write_all(&answer[5_000..]).await.unwrap();
+        let mut rest = vec![0; answer.len() - 5_000];
+        client.read_exact(&mut rest).await.unwrap();
+        assert_eq!(rest, answer[5_000..]);
+        drop(tx);
+        let (end, bytes_out) = relay.await.unwrap();
+        assert_eq!(end.reason, CloseReason::ClientClosed);
+        assert_eq!(bytes_out, answer.len() as u64);
+    }
+
+    #[tokio::test]
+    async fn api_versions_answers_are_read_whole_before_anything_is_sent() {
+        // A response that is not a valid ApiVersions body cannot be rewritten: nothing of it
+        // may reach the client, so it must have been held back whole.
+        let (end, client) =
+            relay_responses(vec![upstream(4, 18, 3)], &response(4, &[0xff; 300]), true).await;
+        assert_eq!(end.reason, CloseReason::UpstreamProtocolError, "{end:?}");
+        assert!(client.is_empty(), "{} bytes leaked", client.len());
+    }
+
+    #[tokio::test]
+    async fn malformed_or_cut_responses_end_the_direction() {
+        // A frame too short to hold a correlation id (length 2), followed by more bytes.
+        let (end, _) = relay_responses(
+            vec![upstream(1, 3, 1)],
+            &[0, 0, 0, 2, 0, 1, 0, 0, 0, 0],
+            true,
+        )
+        .await;
+        assert_eq!(end.reason, CloseReason::UpstreamProtocolError);
+        // The broker closes after half a response.
+        let answer = response(1, &[1; 500]);
+        let (end, client) = relay_responses(vec![upstream(1, 3, 1)], &answer[..300], true).await;
+        assert_eq!(end.reason, CloseReason::UpstreamClosed);
+        assert!(end.detail.unwrap().contains("middle of a response"));
+        assert_eq!(client, answer[..300]);
     }
 
     #[tokio::test]

@@ -6,7 +6,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::{net::TcpStream, sync::watch};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    sync::watch,
+};
 
 use super::{
     relay::{self, RelayEnd, RelayLimits},
@@ -123,6 +127,9 @@ pub async fn serve(
             _ = shutdown.changed() => RelayEnd { reason: CloseReason::DaemonShutdown, detail: None },
         }
     };
+    if end.reason == CloseReason::ClientClosed {
+        drain_upstream(&mut upstream.stream).await;
+    }
     let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let routine = matches!(
         end.reason,
@@ -151,6 +158,31 @@ pub async fn serve(
             detail: end.detail,
         })
         .await;
+}
+
+/// How long a broker gets to close after the client has gone.
+const UPSTREAM_DRAIN: Duration = Duration::from_secs(5);
+
+/// Ends the upstream connection the way the client ended its own: with a FIN after the last
+/// request, so the broker still reads and handles every request the client sent. Closing a
+/// socket with unread data in it sends a reset instead, and a reset makes the broker drop the
+/// requests it has not read yet. So the broker's remaining answers (nobody wants them now) are
+/// read and discarded until it closes, for a bounded time.
+async fn drain_upstream(stream: &mut TcpStream) {
+    let _ = stream.shutdown().await;
+    let mut sink = vec![0u8; 64 * 1024];
+    let drained = tokio::time::timeout(UPSTREAM_DRAIN, async {
+        loop {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::debug!("broker did not close within {UPSTREAM_DRAIN:?} of the client");
+    }
 }
 
 fn route(ctx: &SessionContext, orig_dst: OrigDst) -> Option<SocketAddr> {
