@@ -2,12 +2,14 @@
 //!
 //! Requests: read from the client, split frames, decode each header, ask the filter chain,
 //! record what response is due, forward. Responses: for each entry due in order, either send
-//! the interceptor's own response or read the broker's, check its correlation id, and send it.
+//! the interceptor's own response or the broker's, once its correlation id matches; a broker
+//! response that nothing rewrites streams through as its bytes arrive.
 //!
 //! Backpressure: each direction writes what it has before it reads more, so a slow reader on
 //! one side stops reading on the other; the in-flight queue bounds pipelined requests. Memory
-//! per direction is the read buffer, which grows only to the frame being read (at most
-//! `max_frame_bytes`).
+//! per direction is the read buffer: it grows to a whole frame (at most `max_frame_bytes`)
+//! only for requests and for responses that are rewritten, and to at most 1 MiB per read for
+//! responses streaming through.
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
