@@ -5,7 +5,6 @@
 Prints one JSON summary line; exits non-zero on any mismatch, error or timeout.
 """
 
-import argparse
 import time
 import uuid
 
@@ -191,13 +190,5 @@ def group(a):
     payload.finish(s, check.ok() and commit_error is None and offsets_ok)
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("op", choices=["produce", "consume", "admin", "group"])
-    payload.common_args(parser)
-    a = parser.parse_args()
-    {"produce": produce, "consume": consume, "admin": admin, "group": group}[a.op](a)
-
-
 if __name__ == "__main__":
-    main()
+    payload.main({"produce": produce, "consume": consume, "admin": admin, "group": group})

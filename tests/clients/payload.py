@@ -2,6 +2,7 @@
 the same key, value and headers, so a consumer can check every byte it reads against what the
 producer sent, whichever library produced it."""
 
+import argparse
 import hashlib
 import json
 import sys
@@ -121,3 +122,12 @@ def common_args(parser):
     parser.add_argument("--create", default="", help="admin: comma-separated topics to create")
     parser.add_argument("--partitions", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=60.0)
+
+
+def main(ops):
+    """Runs the operation named on the command line: `ops` maps names to functions."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("op", choices=sorted(ops))
+    common_args(parser)
+    a = parser.parse_args()
+    ops[a.op](a)

@@ -12,7 +12,7 @@
 //! responses streaming through.
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use super::write::write_frames;
 use crate::{
@@ -75,8 +75,7 @@ async fn fill<R: AsyncRead + Unpin>(
     reader.read_buf(buf).await
 }
 
-/// Client → broker. Returns when the client closes (after half-closing the upstream) or on
-/// the first error. `bytes_in` counts what the client sent.
+/// Client → broker. Returns when the client closes or on the first error. `bytes_in` counts what the client sent.
 pub async fn requests<R, W>(
     client: &mut R,
     upstream: &mut W,
@@ -156,10 +155,8 @@ where
             }
         }
         match fill(client, &mut buf, limits.read_buffer_bytes).await {
-            Ok(0) if buf.is_empty() => {
-                let _ = upstream.shutdown().await;
-                return RelayEnd::clean(CloseReason::ClientClosed);
-            }
+            // The session ends the upstream side (half-close, then drain).
+            Ok(0) if buf.is_empty() => return RelayEnd::clean(CloseReason::ClientClosed),
             Ok(0) => {
                 return RelayEnd::new(
                     CloseReason::ClientProtocolError,
