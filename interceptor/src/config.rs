@@ -13,6 +13,9 @@ use thiserror::Error;
 pub const DEFAULT_PATH: &str = "/etc/interceptor/interceptor.toml";
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/interceptor";
 pub const DEFAULT_AUDIT_FILE: &str = "/var/lib/interceptor/audit.jsonl";
+pub const DEFAULT_SECRETS_FILE: &str = "/etc/interceptor/secrets.toml";
+/// SASL mechanisms a listener can offer clients.
+pub const SASL_MECHANISMS: [&str; 4] = ["OAUTHBEARER", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -55,6 +58,13 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Who clients are: OIDC issuers whose access tokens are accepted, and the optional
+    /// PLAIN/SCRAM users mapped to principals.
+    #[serde(default)]
+    pub identity: IdentityConfig,
+    /// How the interceptor itself authenticates to the broker.
+    #[serde(default)]
+    pub upstream_auth: UpstreamAuthConfig,
     /// Protected broker listeners. At least one.
     #[serde(rename = "listener")]
     pub listeners: Vec<Listener>,
@@ -114,6 +124,126 @@ impl Default for AuditConfig {
     }
 }
 
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityConfig {
+    /// Allowed difference between our clock and the issuer's for `exp` and `nbf`.
+    pub clock_skew_secs: u64,
+    /// A longer token is refused before it is parsed.
+    pub max_token_bytes: usize,
+    /// How often each issuer's key set is fetched again (key rotation).
+    pub jwks_refresh_secs: u64,
+    /// A token signed with an unknown key id triggers one fetch of the key set, at most this
+    /// often per issuer (so unknown `kid`s cannot make us hammer the issuer).
+    pub jwks_min_refetch_secs: u64,
+    /// While an issuer cannot be reached, its last fetched keys stay in use this long after
+    /// they were fetched; then tokens from it are refused until it answers again.
+    pub jwks_max_stale_secs: u64,
+    /// Time allowed for each request to an issuer (discovery, key set).
+    pub http_timeout_ms: u64,
+    /// A session must re-authenticate at least this often, even if its token lives longer.
+    pub max_session_lifetime_secs: u64,
+    #[serde(rename = "issuer")]
+    pub issuers: Vec<IssuerConfig>,
+    /// PLAIN and SCRAM users (only on listeners that enable those mechanisms).
+    #[serde(rename = "user")]
+    pub users: Vec<SaslUserConfig>,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            clock_skew_secs: 30,
+            max_token_bytes: 8192,
+            jwks_refresh_secs: 300,
+            jwks_min_refetch_secs: 30,
+            jwks_max_stale_secs: 86_400,
+            http_timeout_ms: 5_000,
+            max_session_lifetime_secs: 3_600,
+            issuers: Vec::new(),
+            users: Vec::new(),
+        }
+    }
+}
+
+/// One OIDC issuer whose access tokens are accepted.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// Exactly the token's `iss` claim (and the discovery document's `issuer`).
+    pub issuer: String,
+    /// The token's `aud` must contain one of these.
+    pub audiences: Vec<String>,
+    /// Where the key set is; by default found by discovery at
+    /// `{issuer}/.well-known/openid-configuration`.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// Signature algorithms accepted from this issuer; by default every asymmetric one
+    /// (RS256/384/512, PS256/384/512, ES256/384, EdDSA). HMAC algorithms are never accepted.
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+    /// The claim that names the principal (a dotted path into nested objects).
+    #[serde(default = "default_principal_claim")]
+    pub principal_claim: String,
+    /// Claims whose values are the principal's groups: dotted paths (`realm_access.roles`);
+    /// an array of strings or a space-separated string (`scope`).
+    #[serde(default = "default_groups_claims")]
+    pub groups_claims: Vec<String>,
+}
+
+fn default_principal_claim() -> String {
+    "sub".into()
+}
+
+fn default_groups_claims() -> Vec<String> {
+    vec!["groups".into()]
+}
+
+/// A PLAIN/SCRAM user and the principal it maps to. The credential is SCRAM's salted form
+/// (`interceptor sasl-credential` makes one), never a password.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SaslUserConfig {
+    pub username: String,
+    /// The principal policy sees; by default the username.
+    #[serde(default)]
+    pub principal: Option<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// `SCRAM-SHA-256:iterations:salt:stored_key:server_key` (base64 parts); one per hash.
+    pub credentials: Vec<String>,
+}
+
+/// The mechanism the interceptor uses towards the broker.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamMechanism {
+    #[default]
+    None,
+    Plain,
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    #[serde(rename = "scram-sha-512")]
+    ScramSha512,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamAuthConfig {
+    pub mechanism: UpstreamMechanism,
+    /// TOML with `username` and `password`; must be owned by root and mode 0600.
+    pub secrets_file: PathBuf,
+}
+
+impl Default for UpstreamAuthConfig {
+    fn default() -> Self {
+        Self {
+            mechanism: UpstreamMechanism::None,
+            secrets_file: PathBuf::from(DEFAULT_SECRETS_FILE),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
@@ -132,6 +262,16 @@ pub struct Listener {
     /// connections reach it).
     #[serde(default)]
     pub upstream: Option<SocketAddr>,
+    /// SASL mechanisms offered to clients. PLAIN and SCRAM need `[[identity.user]]`s.
+    #[serde(default = "default_sasl_mechanisms")]
+    pub sasl_mechanisms: Vec<String>,
+    /// Let clients that never authenticate in as the principal `ANONYMOUS`.
+    #[serde(default)]
+    pub allow_anonymous: bool,
+}
+
+fn default_sasl_mechanisms() -> Vec<String> {
+    vec!["OAUTHBEARER".into()]
 }
 
 fn default_pin_dir() -> PathBuf {
@@ -191,6 +331,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_identity(path)?;
         let limits = &self.limits;
         let positive = [
             ("limits.max_frame_bytes", limits.max_frame_bytes),
@@ -223,6 +364,85 @@ impl Config {
         Ok(())
     }
 
+    fn validate_identity(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message,
+        };
+        let identity = &self.identity;
+        for (i, l) in self.listeners.iter().enumerate() {
+            let key = format!("listener[{i}].sasl_mechanisms");
+            for (j, m) in l.sasl_mechanisms.iter().enumerate() {
+                if !SASL_MECHANISMS.contains(&m.as_str()) {
+                    return Err(invalid(
+                        key,
+                        format!(
+                            "unknown mechanism {m:?} (known: {})",
+                            SASL_MECHANISMS.join(", ")
+                        ),
+                    ));
+                }
+                if l.sasl_mechanisms[..j].contains(m) {
+                    return Err(invalid(key, format!("{m} is listed twice")));
+                }
+                if m == "OAUTHBEARER" && identity.issuers.is_empty() {
+                    return Err(invalid(
+                        key,
+                        "OAUTHBEARER needs at least one [[identity.issuer]]".into(),
+                    ));
+                }
+                if m != "OAUTHBEARER" && identity.users.is_empty() {
+                    return Err(invalid(
+                        key,
+                        format!("{m} needs at least one [[identity.user]]"),
+                    ));
+                }
+            }
+            if l.sasl_mechanisms.is_empty() && !l.allow_anonymous {
+                return Err(invalid(
+                    key,
+                    "no mechanism and allow_anonymous = false: no client could connect".into(),
+                ));
+            }
+        }
+        let positive = [
+            ("identity.max_token_bytes", identity.max_token_bytes as u64),
+            ("identity.jwks_refresh_secs", identity.jwks_refresh_secs),
+            ("identity.jwks_max_stale_secs", identity.jwks_max_stale_secs),
+            ("identity.http_timeout_ms", identity.http_timeout_ms),
+            (
+                "identity.max_session_lifetime_secs",
+                identity.max_session_lifetime_secs,
+            ),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(invalid(key.into(), "must be greater than 0".into()));
+            }
+        }
+        for (i, issuer) in identity.issuers.iter().enumerate() {
+            if identity.issuers[..i]
+                .iter()
+                .any(|o| o.issuer == issuer.issuer)
+            {
+                return Err(invalid(
+                    format!("identity.issuer[{i}].issuer"),
+                    format!("{} is configured twice", issuer.issuer),
+                ));
+            }
+            if issuer.audiences.is_empty() {
+                return Err(invalid(
+                    format!("identity.issuer[{i}].audiences"),
+                    "at least one audience is required (tokens for other services must not \
+                     work here)"
+                        .into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The listener protecting `dst`: an exact address match first, then a wildcard one.
     pub fn listener_for(&self, dst: SocketAddr) -> Option<&Listener> {
         self.listeners
@@ -250,6 +470,10 @@ mod tests {
 [[listener]]
 protocol = "kafka"
 address = "127.0.0.1:9092"
+
+[[identity.issuer]]
+issuer = "https://idp.example.com"
+audiences = ["kafka"]
 "#;
 
     #[test]
@@ -261,6 +485,61 @@ address = "127.0.0.1:9092"
         assert_eq!(c.listeners[0].upstream, None);
         assert_eq!(c.log_format, LogFormat::Text);
         assert_eq!(c.worker_threads, 0);
+        assert_eq!(
+            c.listeners[0].sasl_mechanisms,
+            vec!["OAUTHBEARER".to_owned()]
+        );
+        assert!(
+            !c.listeners[0].allow_anonymous,
+            "anonymous is off by default"
+        );
+        let issuer = &c.identity.issuers[0];
+        assert_eq!(issuer.principal_claim, "sub");
+        assert_eq!(issuer.groups_claims, vec!["groups".to_owned()]);
+        assert_eq!(c.upstream_auth.mechanism, UpstreamMechanism::None);
+    }
+
+    #[test]
+    fn identity_settings_are_checked_against_the_listeners() {
+        let listener = "[[listener]]\nprotocol = \"kafka\"\naddress = \"127.0.0.1:9092\"\n";
+        let err = parse(listener).unwrap_err().to_string();
+        assert!(
+            err.contains("OAUTHBEARER needs at least one [[identity.issuer]]"),
+            "{err}"
+        );
+        let err = parse(&format!("{listener}sasl_mechanisms = []\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no client could connect"), "{err}");
+        let err = parse(&format!("{listener}sasl_mechanisms = [\"GSSAPI\"]\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown mechanism \"GSSAPI\""), "{err}");
+        let err = parse(&format!("{listener}sasl_mechanisms = [\"PLAIN\"]\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("PLAIN needs at least one [[identity.user]]"),
+            "{err}"
+        );
+        let err = parse(&format!(
+            "{MINIMAL}[[identity.issuer]]\nissuer = \"https://idp.example.com\"\naudiences = [\"x\"]\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("identity.issuer[1].issuer"), "{err}");
+        let err = parse(&format!(
+            "{listener}[[identity.issuer]]\nissuer = \"https://idp.example.com\"\naudiences = []\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("identity.issuer[0].audiences"), "{err}");
+        let err = parse(&format!(
+            "[upstream_auth]\nmechanism = \"scram-sha-1\"\n{MINIMAL}"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("scram-sha-1"), "{err}");
     }
 
     #[test]
@@ -322,10 +601,14 @@ address = "127.0.0.1:9092"
 [[listener]]
 protocol = "kafka"
 address = "0.0.0.0:9092"
+allow_anonymous = true
+sasl_mechanisms = []
 [[listener]]
 protocol = "kafka"
 address = "127.0.0.1:9092"
 upstream = "127.0.0.1:19092"
+allow_anonymous = true
+sasl_mechanisms = []
 "#,
         )
         .unwrap();
@@ -351,5 +634,15 @@ mod example_tests {
         assert_eq!(example.bpf_pin_dir, PathBuf::from(DEFAULT_PIN_DIR));
         assert!(!example.fail_open);
         assert_eq!(example.worker_threads, 0);
+        let identity = IdentityConfig {
+            issuers: example.identity.issuers.clone(),
+            users: example.identity.users.clone(),
+            ..IdentityConfig::default()
+        };
+        assert_eq!(example.identity, identity, "identity defaults as stated");
+        assert_eq!(
+            example.upstream_auth.secrets_file,
+            PathBuf::from(DEFAULT_SECRETS_FILE)
+        );
     }
 }

@@ -18,9 +18,10 @@ use tokio::{
 
 use crate::{
     audit::{AuditEvent, AuditLog, JsonLinesFile},
-    config::Config,
+    config::{Config, UpstreamMechanism},
     ebpf::{self, ExemptRegistry, Steering},
     filter::FilterChain,
+    kafka::sasl::secrets,
     proxy::{self, Router, SessionContext},
 };
 
@@ -35,6 +36,17 @@ pub enum Mode {
 
 pub async fn run(config: Config, mode: Mode) -> Result<()> {
     let config = Arc::new(config);
+    // Everything that can refuse to start does so before the kernel programs are touched.
+    let broker_credentials = match config.upstream_auth.mechanism {
+        UpstreamMechanism::None => None,
+        _ => Some(
+            secrets::load(&config.upstream_auth.secrets_file)
+                .context("loading the interceptor's broker credentials")?,
+        ),
+    };
+    let authenticator =
+        Arc::new(proxy::Authenticator::new(&config.identity).context("identity configuration")?);
+    authenticator.start();
     let (audit, audit_writer) =
         AuditLog::start(JsonLinesFile::open(&config.audit.file)?, config.audit.queue);
     let protected: Vec<SocketAddr> = config.listeners.iter().map(|l| l.address).collect();
@@ -87,6 +99,8 @@ pub async fn run(config: Config, mode: Mode) -> Result<()> {
         exempt,
         chain: FilterChain::default(),
         audit: audit.clone(),
+        authenticator,
+        broker_credentials,
     });
     audit
         .emit(AuditEvent::DaemonStart {

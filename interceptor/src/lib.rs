@@ -6,6 +6,7 @@
 //! - [`proxy`]: accept, one session per connection, upstream with exemption, relay.
 //! - [`kafka`]: framing, headers, in-flight queue, the bodies the data path needs.
 //! - [`filter`]: the filter chain and its verdicts.
+//! - [`identity`]: OIDC token validation and principals.
 //! - [`audit`]: audit events and sinks.
 //! - [`config`]: the TOML configuration.
 //! - [`daemon`]: wires the above together for `interceptor run`.
@@ -15,5 +16,6 @@ pub mod config;
 pub mod daemon;
 pub mod ebpf;
 pub mod filter;
+pub mod identity;
 pub mod kafka;
 pub mod proxy;

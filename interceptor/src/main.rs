@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use interceptor::{
     config::{self, Config, LogFormat},
     daemon::{self, Mode},
+    kafka::sasl::scram::{ScramCredential, ScramMechanism, MAX_ITERATIONS, MIN_ITERATIONS},
 };
 
 #[derive(Parser)]
@@ -37,6 +38,15 @@ enum Command {
     },
     /// Remove the kernel programs and pins: protected addresses become reachable directly.
     Detach,
+    /// Print the SCRAM credential for a password read from stdin, for `[[identity.user]]`
+    /// `credentials` (the password itself is never stored).
+    SaslCredential {
+        /// SCRAM-SHA-256 or SCRAM-SHA-512 (PLAIN accepts either).
+        #[arg(long, default_value = "SCRAM-SHA-256")]
+        mechanism: String,
+        #[arg(long, default_value_t = 8192)]
+        iterations: u32,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -59,6 +69,21 @@ fn init_logging(format: LogFormat) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Needs no configuration: operators run it while writing one.
+    if let Command::SaslCredential {
+        mechanism,
+        iterations,
+    } = &cli.command
+    {
+        init_logging(LogFormat::Text);
+        return match sasl_credential(mechanism, *iterations) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let config = match Config::load(&cli.config) {
         Ok(config) => config,
         Err(e) => {
@@ -94,5 +119,26 @@ fn execute(command: Command, config: Config) -> Result<()> {
             runtime.block_on(daemon::run(config, mode))
         }
         Command::Detach => daemon::detach(&config),
+        Command::SaslCredential { .. } => Ok(()),
     }
+}
+
+fn sasl_credential(mechanism: &str, iterations: u32) -> Result<()> {
+    let Some(mechanism) = ScramMechanism::parse(mechanism) else {
+        bail!("--mechanism must be SCRAM-SHA-256 or SCRAM-SHA-512, not {mechanism}");
+    };
+    if !(MIN_ITERATIONS..=MAX_ITERATIONS).contains(&iterations) {
+        bail!("--iterations must be {MIN_ITERATIONS}..={MAX_ITERATIONS}");
+    }
+    let mut password = String::new();
+    std::io::stdin().read_line(&mut password)?;
+    let password = password.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        bail!("no password on stdin");
+    }
+    println!(
+        "{}",
+        ScramCredential::generate(mechanism, password, iterations)
+    );
+    Ok(())
 }

@@ -2,20 +2,89 @@
 
     confluent_client.py produce|consume|admin|group --bootstrap HOST:PORT [options]
 
-Prints one JSON summary line; exits non-zero on any mismatch, error or timeout.
+Prints one JSON summary line; exits non-zero on any mismatch, error or timeout, and with 3 after
+a JSON line {"error": "authentication", ...} when SASL authentication fails (see payload.py for
+the SASL options).
 """
 
 import time
 import uuid
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import (OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer,
+                             TopicPartition)
 from confluent_kafka.admin import AdminClient, NewTopic
 
 import payload
 
+CLIENT = "confluent-kafka"
+
+# How librdkafka reports a refused (or impossible) authentication; it would retry for ever, the
+# scripts stop at the first one.
+AUTH_CODES = {KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED,
+              KafkaError.UNSUPPORTED_SASL_MECHANISM, KafkaError.ILLEGAL_SASL_STATE}
+
+
+def with_sasl(a, conf):
+    """`conf` plus what the SASL options ask for; `conf` itself without them."""
+    mode = payload.sasl_mode(a)
+    if mode is None:
+        return conf
+    conf = dict(conf, **{"security.protocol": "SASL_PLAINTEXT", "error_cb": lambda err: on_error(a, err)})
+    if mode == "oidc":
+        # librdkafka fetches (and refreshes) the tokens itself.
+        conf.update({
+            "sasl.mechanisms": "OAUTHBEARER",
+            "sasl.oauthbearer.method": "oidc",
+            "sasl.oauthbearer.token.endpoint.url": a.oidc_token_url,
+            "sasl.oauthbearer.client.id": a.oidc_client_id,
+            "sasl.oauthbearer.client.secret": a.oidc_client_secret,
+        })
+        if a.oidc_scope:
+            conf["sasl.oauthbearer.scope"] = a.oidc_scope
+    elif mode == "token-file":
+        token = payload.read_token_file(a.sasl_token_file)
+        principal = str(payload.jwt_claims(token).get("sub", "unknown"))
+
+        def oauth_cb(_config):
+            # librdkafka will not send a token it believes expired, and the server is what a
+            # negative test is about: an expired token gets a lifetime in the future here.
+            expiry = payload.token_expiry(token)
+            return token, expiry if expiry > time.time() + 1 else time.time() + 300, principal
+
+        conf.update({"sasl.mechanisms": "OAUTHBEARER", "oauth_cb": oauth_cb})
+    else:
+        user, password = a.sasl_plain.split(":", 1)
+        conf.update({"sasl.mechanisms": "PLAIN", "sasl.username": user, "sasl.password": password})
+    return conf
+
+
+def on_error(a, err):
+    """error_cb: librdkafka's errors are informational except an authentication failure."""
+    if err.code() in AUTH_CODES:
+        payload.auth_failed(a, CLIENT, f"{err.name()}: {err.str()}")
+
+
+def auth_error(e):
+    """The KafkaError of a KafkaException if it is about authentication, else None."""
+    err = e.args[0] if e.args and isinstance(e.args[0], KafkaError) else None
+    return err if err is not None and err.code() in AUTH_CODES else None
+
+
+def guarded(op):
+    """Runs `op`, turning an authentication error it raises into the authentication exit."""
+    def run(a):
+        try:
+            op(a)
+        except KafkaException as e:
+            err = auth_error(e)
+            if err is not None:
+                on_error(a, err)
+            raise
+    return run
+
 
 def produce(a):
-    conf = {
+    conf = with_sasl(a, {
         "bootstrap.servers": a.bootstrap,
         "compression.type": a.codec,
         "acks": a.acks,
@@ -23,7 +92,7 @@ def produce(a):
         "enable.idempotence": a.acks == "all",
         "linger.ms": 20,
         "client.id": "itest-confluent-producer",
-    }
+    })
     p = Producer(conf)
     errors = []
     delivered = [0]
@@ -50,6 +119,9 @@ def produce(a):
             except BufferError:
                 p.poll(0.1)
         p.poll(0)
+        if a.interval:
+            p.flush(a.timeout)
+            time.sleep(a.interval)
     left = p.flush(a.timeout)
     ok = left == 0 and not errors and delivered[0] == a.count
     payload.finish(
@@ -69,9 +141,18 @@ def produce(a):
 
 
 def partitions(client, topic, timeout):
+    """The topic's partitions once metadata has them. Also serves the client's callbacks while it
+    waits (an authentication error is reported at once, not after `timeout`): call it before a
+    consumer has an assignment."""
     deadline = time.time() + timeout
     while True:
-        md = client.list_topics(topic, timeout=max(1.0, deadline - time.time()))
+        client.poll(0)
+        try:
+            md = client.list_topics(topic, timeout=min(1.0, max(0.5, deadline - time.time())))
+        except KafkaException as e:
+            if time.time() > deadline or auth_error(e):
+                raise
+            continue
         t = md.topics.get(topic)
         if t is not None and t.error is None and t.partitions:
             return sorted(t.partitions)
@@ -81,14 +162,12 @@ def partitions(client, topic, timeout):
 
 
 def consume(a):
-    c = Consumer(
-        {
-            "bootstrap.servers": a.bootstrap,
-            "group.id": "itest-unused-" + uuid.uuid4().hex,
-            "enable.auto.commit": False,
-            "client.id": "itest-confluent-consumer",
-        }
-    )
+    c = Consumer(with_sasl(a, {
+        "bootstrap.servers": a.bootstrap,
+        "group.id": "itest-unused-" + uuid.uuid4().hex,
+        "enable.auto.commit": False,
+        "client.id": "itest-confluent-consumer",
+    }))
     parts = partitions(c, a.topic, a.timeout)
     c.assign([TopicPartition(a.topic, p, OFFSET_BEGINNING) for p in parts])
     check = payload.Checker(a.seed, a.count, a.size)
@@ -113,7 +192,10 @@ def consume(a):
 
 
 def admin(a):
-    ad = AdminClient({"bootstrap.servers": a.bootstrap, "client.id": "itest-confluent-admin"})
+    ad = AdminClient(with_sasl(a, {"bootstrap.servers": a.bootstrap, "client.id": "itest-confluent-admin"}))
+    if payload.sasl_mode(a):
+        # Authenticate first, serving error_cb: the admin calls below would only time out.
+        wait_metadata(ad, a.timeout)
     names = [t for t in a.create.split(",") if t]
     created, errors = [], []
     if names:
@@ -140,14 +222,26 @@ def admin(a):
     )
 
 
+def wait_metadata(client, timeout):
+    """Cluster metadata, polling for callbacks in between (see `partitions`)."""
+    deadline = time.time() + timeout
+    while True:
+        client.poll(0.1)
+        try:
+            return client.list_topics(timeout=1.0)
+        except KafkaException as e:
+            if time.time() > deadline or auth_error(e):
+                raise
+
+
 def group(a):
-    conf = {
+    conf = with_sasl(a, {
         "bootstrap.servers": a.bootstrap,
         "group.id": a.group,
         "auto.offset.reset": "earliest",
         "enable.auto.commit": False,
         "client.id": "itest-confluent-group",
-    }
+    })
     c = Consumer(conf)
     c.subscribe([a.topic])
     check = payload.Checker(a.seed, a.count, a.size)
@@ -191,4 +285,5 @@ def group(a):
 
 
 if __name__ == "__main__":
-    payload.main({"produce": produce, "consume": consume, "admin": admin, "group": group})
+    payload.main({name: guarded(op) for name, op in
+                  {"produce": produce, "consume": consume, "admin": admin, "group": group}.items()})

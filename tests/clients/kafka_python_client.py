@@ -2,15 +2,103 @@
 
     kafka_python_client.py produce|consume|admin|group --bootstrap HOST:PORT [options]
 
-Prints one JSON summary line; exits non-zero on any mismatch, error or timeout.
+Prints one JSON summary line; exits non-zero on any mismatch, error or timeout, and with 3 after
+a JSON line {"error": "authentication", ...} when SASL authentication fails (see payload.py for
+the SASL options).
 """
 
+import logging
+import threading
 import time
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import (IllegalSaslStateError, SaslAuthenticationFailedError,
+                          UnsupportedSaslMechanismError)
+from kafka.net.sasl.oauth import AbstractTokenProvider
 
 import payload
+
+CLIENT = "kafka-python"
+AUTH_ERRORS = (SaslAuthenticationFailedError, UnsupportedSaslMechanismError, IllegalSaslStateError,
+               payload.AuthError)
+
+
+class OidcTokenProvider(AbstractTokenProvider):
+    """Client-credentials tokens from the token endpoint, each used until 80% of its lifetime
+    has passed (as librdkafka and the Java client refresh them). kafka-python has no OIDC of
+    its own; it asks this for a token at every (re)authentication."""
+
+    def __init__(self, a):
+        super().__init__()
+        self.a = a
+        self.lock = threading.Lock()
+        self.value = None
+        self.refresh_at = 0.0
+
+    def token(self):
+        with self.lock:
+            now = time.time()
+            if self.value is None or now >= self.refresh_at:
+                self.value, expires_at = payload.fetch_oidc_token(self.a)
+                self.refresh_at = now + 0.8 * max(0.0, expires_at - now)
+            return self.value
+
+
+class StaticTokenProvider(AbstractTokenProvider):
+    """Exactly the token of --sasl-token-file, every time."""
+
+    def __init__(self, token):
+        super().__init__()
+        self.value = token
+
+    def token(self):
+        return self.value
+
+
+class AuthFailureHandler(logging.Handler):
+    """kafka-python logs a failed authentication (with the exception as an argument) and then
+    retries or waits for the operation's timeout: stop at the first one instead."""
+
+    def __init__(self, a):
+        super().__init__(logging.ERROR)
+        self.a = a
+
+    def emit(self, record):
+        for arg in record.args if isinstance(record.args, tuple) else ():
+            if isinstance(arg, AUTH_ERRORS):
+                payload.auth_failed(self.a, CLIENT, repr(arg))
+
+
+def sasl_kwargs(a):
+    """Client keyword arguments for the SASL options; none without them."""
+    mode = payload.sasl_mode(a)
+    if mode is None:
+        return {}
+    kw = {"security_protocol": "SASL_PLAINTEXT"}
+    if mode == "oidc":
+        kw.update(sasl_mechanism="OAUTHBEARER", sasl_oauth_token_provider=OidcTokenProvider(a))
+    elif mode == "token-file":
+        token = payload.read_token_file(a.sasl_token_file)
+        kw.update(sasl_mechanism="OAUTHBEARER", sasl_oauth_token_provider=StaticTokenProvider(token))
+    else:
+        user, password = a.sasl_plain.split(":", 1)
+        kw.update(sasl_mechanism="PLAIN", sasl_plain_username=user, sasl_plain_password=password)
+    return kw
+
+
+def guarded(op):
+    """Runs `op` with the SASL settings in `a.sasl` (one token provider shared by every client
+    of the run) and every authentication failure turned into the authentication exit."""
+    def run(a):
+        a.sasl = sasl_kwargs(a)
+        if a.sasl:
+            logging.getLogger("kafka").addHandler(AuthFailureHandler(a))
+        try:
+            op(a)
+        except AUTH_ERRORS as e:
+            payload.auth_failed(a, CLIENT, repr(e))
+    return run
 
 
 def produce(a):
@@ -22,6 +110,7 @@ def produce(a):
         # kafka-python 3 is idempotent by default, which needs acks=all.
         enable_idempotence=a.acks == "all",
         client_id="itest-kafka-python-producer",
+        **a.sasl,
     )
     errors = []
     delivered = [0]
@@ -85,6 +174,7 @@ def consume(a):
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         client_id="itest-kafka-python-consumer",
+        **a.sasl,
     )
     parts = partitions(c, a.topic, a.timeout)
     tps = [TopicPartition(a.topic, p) for p in parts]
@@ -104,7 +194,7 @@ def consume(a):
 
 
 def admin(a):
-    ad = KafkaAdminClient(bootstrap_servers=a.bootstrap, client_id="itest-kafka-python-admin")
+    ad = KafkaAdminClient(bootstrap_servers=a.bootstrap, client_id="itest-kafka-python-admin", **a.sasl)
     names = [t for t in a.create.split(",") if t]
     errors = []
     if names:
@@ -137,6 +227,7 @@ def group(a):
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         client_id="itest-kafka-python-group",
+        **a.sasl,
     )
     check = payload.Checker(a.seed, a.count, a.size)
     start = time.time()
@@ -149,7 +240,7 @@ def group(a):
         commit_error = repr(e)
     c.close()
     v = KafkaConsumer(bootstrap_servers=a.bootstrap, group_id=a.group, enable_auto_commit=False,
-                      client_id="itest-kafka-python-verify")
+                      client_id="itest-kafka-python-verify", **a.sasl)
     tps = [TopicPartition(a.topic, p) for p in partitions(v, a.topic, 30)]
     committed = {tp.partition: v.committed(tp) for tp in tps}
     v.close()
@@ -167,4 +258,5 @@ def group(a):
 
 
 if __name__ == "__main__":
-    payload.main({"produce": produce, "consume": consume, "admin": admin, "group": group})
+    payload.main({name: guarded(op) for name, op in
+                  {"produce": produce, "consume": consume, "admin": admin, "group": group}.items()})

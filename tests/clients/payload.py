@@ -3,9 +3,15 @@ the same key, value and headers, so a consumer can check every byte it reads aga
 producer sent, whichever library produced it."""
 
 import argparse
+import base64
 import hashlib
 import json
+import os
 import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 
 FILLER = b"the quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs. "
 
@@ -109,6 +115,85 @@ def finish(summary, ok):
     sys.exit(0 if ok else 1)
 
 
+# ---------------------------------------------------------------------------------------------
+# SASL: OIDC client credentials, a static token, or PLAIN
+
+AUTH_EXIT = 3
+
+
+class AuthError(Exception):
+    """The token endpoint refused the client or could not be reached."""
+
+
+def sasl_mode(a):
+    """"oidc", "token-file", "plain", or None (no SASL: PLAINTEXT, as before)."""
+    if a.oidc_token_url:
+        return "oidc"
+    if a.sasl_token_file:
+        return "token-file"
+    if a.sasl_plain:
+        return "plain"
+    return None
+
+
+def auth_failed(a, client, detail):
+    """Reports an authentication failure as one JSON line and exits with AUTH_EXIT at once.
+
+    os._exit: this runs inside library callbacks and background threads, where SystemExit would
+    be swallowed or only surface after the operation's own timeout."""
+    print(json.dumps({"op": a.op, "client": client, "error": "authentication",
+                      "detail": str(detail), "ok": False}, sort_keys=True), flush=True)
+    os._exit(AUTH_EXIT)
+
+
+def read_token_file(path):
+    with open(path, encoding="utf-8") as f:
+        return f.read().strip()
+
+
+def jwt_claims(token):
+    """The payload of a JWT (signature not checked), or {} if it is not one."""
+    try:
+        part = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+        return claims if isinstance(claims, dict) else {}
+    except (IndexError, ValueError):
+        return {}
+
+
+def token_expiry(token, default_ttl=300):
+    """When a token expires (seconds since the epoch): its `exp`, else now + default_ttl."""
+    exp = jwt_claims(token).get("exp")
+    return float(exp) if isinstance(exp, (int, float)) else time.time() + default_ttl
+
+
+def fetch_oidc_token(a):
+    """Client-credentials grant with HTTP basic auth (as librdkafka does): (token, expires_at)."""
+    form = {"grant_type": "client_credentials"}
+    if a.oidc_scope:
+        form["scope"] = a.oidc_scope
+    # RFC 6749 2.3.1: id and secret are form-encoded before they are joined and base64-encoded.
+    pair = ":".join(urllib.parse.quote(v, safe="") for v in (a.oidc_client_id, a.oidc_client_secret))
+    req = urllib.request.Request(
+        a.oidc_token_url,
+        data=urllib.parse.urlencode(form).encode(),
+        headers={"Authorization": "Basic " + base64.b64encode(pair.encode()).decode(),
+                 "Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            body = json.load(r)
+    except urllib.error.HTTPError as e:
+        raise AuthError(f"token endpoint answered {e.code}: {e.read().decode(errors='replace')}") from e
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        raise AuthError(f"token endpoint {a.oidc_token_url}: {e}") from e
+    token = body.get("access_token")
+    if not token:
+        raise AuthError(f"no access_token in {body}")
+    expires_at = time.time() + float(body["expires_in"]) if "expires_in" in body else token_expiry(token)
+    return token, expires_at
+
+
 def common_args(parser):
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--topic")
@@ -122,6 +207,34 @@ def common_args(parser):
     parser.add_argument("--create", default="", help="admin: comma-separated topics to create")
     parser.add_argument("--partitions", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--interval", type=float, default=0.0,
+                        help="produce: seconds between records (a long-lived connection)")
+    sasl = parser.add_argument_group(
+        "SASL", "at most one of OIDC, a token file or PLAIN (default: none, PLAINTEXT). The first "
+        "authentication failure ends the run: a JSON line with error=authentication, exit code "
+        f"{AUTH_EXIT}.")
+    sasl.add_argument("--oidc-token-url", help="OAUTHBEARER with tokens from this token endpoint "
+                      "(client-credentials grant, HTTP basic auth)")
+    sasl.add_argument("--oidc-client-id")
+    sasl.add_argument("--oidc-client-secret")
+    sasl.add_argument("--oidc-scope")
+    sasl.add_argument("--sasl-token-file", metavar="PATH",
+                      help="OAUTHBEARER sending exactly the token in this file")
+    sasl.add_argument("--sasl-plain", metavar="USER:PASS", help="SASL PLAIN")
+
+
+def check_sasl_args(parser, a):
+    given = {"--oidc-token-url": a.oidc_token_url, "--sasl-token-file": a.sasl_token_file,
+             "--sasl-plain": a.sasl_plain}
+    chosen = [option for option, value in given.items() if value]
+    if len(chosen) > 1:
+        parser.error(f"{' and '.join(chosen)} exclude each other")
+    if a.oidc_token_url and not (a.oidc_client_id and a.oidc_client_secret):
+        parser.error("--oidc-token-url needs --oidc-client-id and --oidc-client-secret")
+    if not a.oidc_token_url and (a.oidc_client_id or a.oidc_client_secret or a.oidc_scope):
+        parser.error("--oidc-client-id/--oidc-client-secret/--oidc-scope need --oidc-token-url")
+    if a.sasl_plain and ":" not in a.sasl_plain:
+        parser.error("--sasl-plain takes USER:PASS")
 
 
 def main(ops):
@@ -130,4 +243,5 @@ def main(ops):
     parser.add_argument("op", choices=sorted(ops))
     common_args(parser)
     a = parser.parse_args()
+    check_sasl_args(parser, a)
     ops[a.op](a)

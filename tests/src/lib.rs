@@ -31,6 +31,8 @@ use std::{
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
+pub mod idp;
+
 // ---------------------------------------------------------------------------------------------
 // Paths
 
@@ -50,8 +52,10 @@ pub fn repo_root() -> PathBuf {
 pub struct Peers {
     /// The venv's python, with confluent-kafka and kafka-python.
     pub python: PathBuf,
-    /// The broker.
+    /// The broker (memory storage, no SASL, topics created on produce).
     pub tansu: PathBuf,
+    /// The broker built with SQLite storage and SCRAM (`--authentication`).
+    pub tansu_sasl: PathBuf,
     /// kcat with the venv's librdkafka.
     pub kcat: PathBuf,
     /// `tests/clients/`: the Python client scripts.
@@ -66,6 +70,7 @@ pub fn peers() -> Peers {
     Peers {
         python: dir.join("venv/bin/python"),
         tansu: dir.join("bin/tansu"),
+        tansu_sasl: dir.join("bin/tansu-sasl"),
         kcat: dir.join("bin/kcat"),
         clients: root.join("tests/clients"),
     }
@@ -706,6 +711,107 @@ pub fn start_tansu(ns: &Netns, addr: SocketAddr, work: impl AsRef<Path>) -> Resu
     }
 }
 
+/// A broker user (SCRAM-SHA-256): the interceptor's own credentials in the identity tests.
+#[derive(Debug, Clone)]
+pub struct BrokerUser {
+    pub name: String,
+    pub password: String,
+}
+
+/// tansu built with SQLite storage and SCRAM (`.peers/bin/tansu-sasl`) on `addr`, requiring
+/// SCRAM-SHA-256 authentication of `user`, with `topics` created (3 partitions each; this
+/// tansu does not create topics on produce). tansu creates users and topics through the Kafka
+/// API only, so the broker first runs without authentication on the same SQLite file, which is
+/// filled and then reopened with `--authentication`. Returns once the port accepts.
+pub fn start_tansu_scram(
+    ns: &Netns,
+    addr: SocketAddr,
+    work: impl AsRef<Path>,
+    user: &BrokerUser,
+    topics: &[&str],
+) -> Result<Proc> {
+    let work = work.as_ref();
+    let tansu = peers().tansu_sasl;
+    check_peer(&tansu)?;
+    let url = format!("tcp://{addr}");
+    let broker = |authentication: bool, phase: &str| -> Result<Proc> {
+        let mut cmd = ns.command(&tansu);
+        cmd.arg("broker")
+            .args(["--listener-url", &url])
+            .args(["--advertised-listener-url", &url])
+            // A relative path: tansu's sqlite URLs take the path after the scheme.
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(work);
+        if authentication {
+            cmd.arg("--authentication");
+        }
+        for var in [
+            "CLUSTER_ID",
+            "LISTENER_URL",
+            "ADVERTISED_LISTENER_URL",
+            "STORAGE_ENGINE",
+        ] {
+            cmd.env_remove(var);
+        }
+        let log = work.join(format!("tansu-sasl-{}-{phase}.log", addr.port()));
+        let mut proc = Proc::spawn("tansu", cmd, &log)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if ns.connect(addr, Duration::from_millis(500)).is_ok() {
+                return Ok(proc);
+            }
+            if !proc.is_running() {
+                bail!("tansu ({phase}) exited at start\n{}", proc.log_tail(40));
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "tansu ({phase}) did not accept on {addr}\n{}",
+                    proc.log_tail(40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let tool = |args: &[&str]| -> Result<()> {
+        let mut cmd = ns.command(&tansu);
+        cmd.args(args).current_dir(work);
+        let done = run_with_timeout(cmd, Duration::from_secs(60))?;
+        if !done.status.success() {
+            bail!(
+                "tansu {} failed: {}\n{}",
+                args.join(" "),
+                done.status,
+                tail(&done.stderr, 20)
+            );
+        }
+        Ok(())
+    };
+    let mut setup = broker(false, "setup")?;
+    tool(&[
+        "user",
+        "create",
+        "--broker",
+        &url,
+        "--mechanism",
+        "scram256",
+        &user.name,
+        &user.password,
+    ])?;
+    for topic in topics {
+        tool(&[
+            "topic",
+            "create",
+            "--broker",
+            &url,
+            "--partitions",
+            "3",
+            topic,
+        ])?;
+    }
+    setup.stop(Duration::from_secs(10))?;
+    broker(true, "auth")
+}
+
 // ---------------------------------------------------------------------------------------------
 // The daemon
 
@@ -715,9 +821,15 @@ pub fn start_tansu(ns: &Netns, addr: SocketAddr, work: impl AsRef<Path>) -> Resu
 pub struct DaemonConfig {
     pub listeners: Vec<(SocketAddr, Option<SocketAddr>)>,
     pub fail_open: bool,
+    /// TOML appended to every `[[listener]]` (its SASL settings). By default anonymous
+    /// clients are let in with no SASL: the data-path tests are not about identity.
+    pub listener_settings: String,
     /// Extra TOML appended at the end (tables such as `[limits]`).
     pub extra: String,
 }
+
+/// Listener settings that let clients in without authentication.
+pub const ANONYMOUS_LISTENER: &str = "sasl_mechanisms = []\nallow_anonymous = true\n";
 
 impl DaemonConfig {
     /// Kafka listeners protecting these addresses (upstream = the original destination).
@@ -725,12 +837,22 @@ impl DaemonConfig {
         DaemonConfig {
             listeners: addresses.iter().map(|a| (*a, None)).collect(),
             fail_open: false,
+            listener_settings: ANONYMOUS_LISTENER.into(),
             extra: String::new(),
         }
     }
 
     pub fn fail_open(mut self, on: bool) -> Self {
         self.fail_open = on;
+        self
+    }
+
+    /// Replaces the SASL settings of every listener.
+    pub fn listener_settings(mut self, toml: &str) -> Self {
+        self.listener_settings = toml.to_owned();
+        if !self.listener_settings.ends_with('\n') {
+            self.listener_settings.push('\n');
+        }
         self
     }
 
@@ -750,6 +872,7 @@ impl DaemonConfig {
             if let Some(up) = upstream {
                 s.push_str(&format!("upstream = \"{up}\"\n"));
             }
+            s.push_str(&self.listener_settings);
         }
         if !self.extra.is_empty() {
             s.push('\n');
@@ -1210,6 +1333,164 @@ pub mod wire {
             let _ = s.set_write_timeout(Some(Duration::from_secs(10)));
         }
         (local, result)
+    }
+
+    /// A request frame with header v1 (api key, version, correlation id, client id) and body.
+    pub fn request_v1(api_key: i16, version: i16, correlation_id: i32, body: &[u8]) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&api_key.to_be_bytes());
+        f.extend_from_slice(&version.to_be_bytes());
+        f.extend_from_slice(&correlation_id.to_be_bytes());
+        f.extend_from_slice(&9i16.to_be_bytes()); // client id length
+        f.extend_from_slice(b"itest-raw");
+        f.extend_from_slice(body);
+        frame(&f)
+    }
+
+    /// SaslHandshake v1 (api key 17) for `mechanism`.
+    pub fn sasl_handshake(correlation_id: i32, mechanism: &str) -> Vec<u8> {
+        let mut body = (mechanism.len() as i16).to_be_bytes().to_vec();
+        body.extend_from_slice(mechanism.as_bytes());
+        request_v1(17, 1, correlation_id, &body)
+    }
+
+    /// SaslAuthenticate v1 (api key 36) carrying `auth_bytes`.
+    pub fn sasl_authenticate(correlation_id: i32, auth_bytes: &[u8]) -> Vec<u8> {
+        let mut body = (auth_bytes.len() as i32).to_be_bytes().to_vec();
+        body.extend_from_slice(auth_bytes);
+        request_v1(36, 1, correlation_id, &body)
+    }
+
+    /// RFC 7628 client initial response as Kafka clients send it.
+    pub fn oauthbearer_initial(token: &str) -> Vec<u8> {
+        format!("n,,\x01auth=Bearer {token}\x01\x01").into_bytes()
+    }
+
+    /// A SaslHandshake v1 response: error code and the enabled mechanisms.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct HandshakeAnswer {
+        pub error_code: i16,
+        pub mechanisms: Vec<String>,
+    }
+
+    /// A SaslAuthenticate v1 response.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct AuthenticateAnswer {
+        pub error_code: i16,
+        pub error_message: Option<String>,
+        pub session_lifetime_ms: i64,
+    }
+
+    fn invalid(what: &str) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned())
+    }
+
+    /// Reads `n` bytes at `at`, advancing it.
+    fn take<'a>(body: &'a [u8], at: &mut usize, n: usize) -> std::io::Result<&'a [u8]> {
+        let out = body
+            .get(*at..*at + n)
+            .ok_or_else(|| invalid("short response"))?;
+        *at += n;
+        Ok(out)
+    }
+
+    fn i16_at(body: &[u8], at: &mut usize) -> std::io::Result<i16> {
+        let b = take(body, at, 2)?;
+        Ok(i16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn i32_at(body: &[u8], at: &mut usize) -> std::io::Result<i32> {
+        let b = take(body, at, 4)?;
+        Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn check_id(body: &[u8], correlation_id: i32) -> std::io::Result<usize> {
+        let mut at = 0;
+        if i32_at(body, &mut at)? != correlation_id {
+            return Err(invalid("response for another correlation id"));
+        }
+        Ok(at)
+    }
+
+    /// Sends SaslHandshake v1 and reads its answer.
+    pub fn handshake(
+        stream: &mut TcpStream,
+        correlation_id: i32,
+        mechanism: &str,
+    ) -> std::io::Result<HandshakeAnswer> {
+        stream.write_all(&sasl_handshake(correlation_id, mechanism))?;
+        let body = read_frame(stream)?;
+        let mut at = check_id(&body, correlation_id)?;
+        let error_code = i16_at(&body, &mut at)?;
+        let count = i32_at(&body, &mut at)?;
+        let mut mechanisms = Vec::new();
+        for _ in 0..count.max(0) {
+            let len = i16_at(&body, &mut at)?;
+            let name = take(&body, &mut at, len.max(0) as usize)?;
+            mechanisms.push(String::from_utf8_lossy(name).into_owned());
+        }
+        Ok(HandshakeAnswer {
+            error_code,
+            mechanisms,
+        })
+    }
+
+    /// Sends SaslAuthenticate v1 and reads its answer.
+    pub fn authenticate(
+        stream: &mut TcpStream,
+        correlation_id: i32,
+        auth_bytes: &[u8],
+    ) -> std::io::Result<AuthenticateAnswer> {
+        stream.write_all(&sasl_authenticate(correlation_id, auth_bytes))?;
+        let body = read_frame(stream)?;
+        let mut at = check_id(&body, correlation_id)?;
+        let error_code = i16_at(&body, &mut at)?;
+        let len = i16_at(&body, &mut at)?;
+        let error_message = if len < 0 {
+            None
+        } else {
+            let m = take(&body, &mut at, len as usize)?;
+            Some(String::from_utf8_lossy(m).into_owned())
+        };
+        let auth_len = i32_at(&body, &mut at)?;
+        take(&body, &mut at, auth_len.max(0) as usize)?;
+        let b = take(&body, &mut at, 8)?;
+        let mut lifetime = [0u8; 8];
+        lifetime.copy_from_slice(b);
+        Ok(AuthenticateAnswer {
+            error_code,
+            error_message,
+            session_lifetime_ms: i64::from_be_bytes(lifetime),
+        })
+    }
+
+    /// Handshake + OAUTHBEARER authenticate with `token`.
+    pub fn oauthbearer(
+        stream: &mut TcpStream,
+        first_correlation_id: i32,
+        token: &str,
+    ) -> std::io::Result<AuthenticateAnswer> {
+        let shake = handshake(stream, first_correlation_id, "OAUTHBEARER")?;
+        if shake.error_code != 0 {
+            return Err(invalid(&format!("handshake refused: {shake:?}")));
+        }
+        authenticate(
+            stream,
+            first_correlation_id + 1,
+            &oauthbearer_initial(token),
+        )
+    }
+
+    /// Whether the peer has closed: the next read gets end of stream or a reset (not a
+    /// timeout, not data).
+    pub fn is_closed(stream: &mut TcpStream) -> bool {
+        use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+        let mut byte = [0u8; 1];
+        match stream.read(&mut byte) {
+            Ok(0) => true,
+            Err(e) => matches!(e.kind(), ConnectionReset | ConnectionAborted | BrokenPipe),
+            Ok(_) => false,
+        }
     }
 
     /// Closes with a reset (SO_LINGER 0) instead of a FIN.

@@ -1,9 +1,11 @@
 //! `cargo xtask demo`: a real broker behind the interceptor, real clients, and what passed
 //! through.
 //!
-//! In the network namespace `interceptor-demo`: tansu on 127.0.0.1:9092, the daemon protecting
-//! that address (kernel steering), then unchanged clients that connect to 127.0.0.1:9092 as they
-//! would to any broker. Each client step is one entry in [`steps`]; the report groups the
+//! In the network namespace `interceptor-demo`: tansu on 127.0.0.1:9092 requiring SCRAM from
+//! the interceptor's own user, a real OIDC provider (oidc-provider) on 127.0.0.1:9400, the
+//! daemon protecting the broker's address (kernel steering), then unchanged clients that connect
+//! to 127.0.0.1:9092 as they would to any broker, authenticating with access tokens they fetch
+//! from the provider themselves. Each client step is one entry in [`steps`]; the report groups the
 //! audit's connections by step. Everything is stopped and removed at the end, also on failure
 //! or Ctrl-C. The audit file and logs stay in `target/demo/`.
 
@@ -18,7 +20,9 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use interceptor_e2e::{
-    audit_summary, kcat, run_client, start_tansu, wire, DaemonConfig, Interceptor, Lib, Netns,
+    audit_summary,
+    idp::{Idp, IdpClient, AUDIENCE},
+    kcat, run_client, start_tansu_scram, wire, BrokerUser, DaemonConfig, Interceptor, Lib, Netns,
     PinDir, Proc,
 };
 use serde_json::Value;
@@ -39,6 +43,10 @@ pub struct DemoArgs {
 const NETNS: &str = "interceptor-demo";
 const PIN_DIR: &str = "/sys/fs/bpf/interceptor-demo";
 const BROKER: &str = "127.0.0.1:9092";
+const IDP: &str = "127.0.0.1:9400";
+/// The demo's client at the identity provider, and its groups.
+const CLIENT_ID: &str = "orders-app";
+const CLIENT_SECRET: &str = "orders-app-secret";
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// One thing a client does against the protected broker address.
@@ -52,7 +60,40 @@ pub struct Step {
 pub fn steps() -> Vec<Step> {
     vec![
         Step {
-            title: "create topics (confluent-kafka AdminClient)",
+            title: "a request before authentication is refused (hand-made Metadata frame)",
+            run: |d| {
+                let broker: SocketAddr = BROKER.parse()?;
+                let mut stream = d.ns.run(move || {
+                    wire::connect_from("127.0.0.1:0".parse().expect("addr"), broker, CLIENT_TIMEOUT)
+                        .1
+                })?;
+                if wire::metadata_round_trip(&mut stream, 1).is_ok() {
+                    bail!("Metadata was answered without authentication");
+                }
+                Ok("connection closed, as a Kafka broker closes a SASL connection; audited as request_refused".into())
+            },
+        },
+        Step {
+            title: "a forged token is refused (SaslAuthenticate with a token the IdP never signed)",
+            run: |d| {
+                let broker: SocketAddr = BROKER.parse()?;
+                let mut stream = d.ns.run(move || {
+                    wire::connect_from("127.0.0.1:0".parse().expect("addr"), broker, CLIENT_TIMEOUT)
+                        .1
+                })?;
+                let forged = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9.";
+                let answer = wire::oauthbearer(&mut stream, 1, forged)?;
+                if answer.error_code != 58 {
+                    bail!("expected SASL_AUTHENTICATION_FAILED (58), got {answer:?}");
+                }
+                Ok(format!(
+                    "error 58 SASL_AUTHENTICATION_FAILED: {}",
+                    answer.error_message.unwrap_or_default()
+                ))
+            },
+        },
+        Step {
+            title: "create topics (confluent-kafka AdminClient, token from the IdP)",
             run: |d| {
                 let v = d.client(
                     Lib::Confluent,
@@ -65,9 +106,9 @@ pub fn steps() -> Vec<Step> {
             },
         },
         Step {
-            title: "list topics and brokers (kcat -L)",
+            title: "list topics and brokers (kcat -L, librdkafka's own OIDC flow)",
             run: |d| {
-                let out = kcat(&d.ns, &["-b", BROKER, "-L"], CLIENT_TIMEOUT)?;
+                let out = d.kcat(&["-L"])?;
                 let lines: Vec<&str> = out
                     .lines()
                     .filter(|l| l.contains("broker ") || l.trim_start().starts_with("topic "))
@@ -111,37 +152,24 @@ pub fn steps() -> Vec<Step> {
                 let input = d.dir.join("kcat-input.txt");
                 fs::write(&input, "payment 1: 12.50 EUR\npayment 2: 7.00 EUR\n")?;
                 let file = input.to_string_lossy().into_owned();
-                kcat(
-                    &d.ns,
-                    &[
-                        "-b", BROKER, "-P", "-t", "payments", "-p", "0", "-z", "gzip", "-l",
-                        &file,
-                    ],
-                    CLIENT_TIMEOUT,
-                )?;
+                d.kcat(&["-P", "-t", "payments", "-p", "0", "-z", "gzip", "-l", &file])?;
                 Ok("2 messages, gzip".into())
             },
         },
         Step {
             title: "consume with kcat -C",
             run: |d| {
-                let out = kcat(
-                    &d.ns,
-                    &[
-                        "-b",
-                        BROKER,
-                        "-C",
-                        "-t",
-                        "payments",
-                        "-p",
-                        "0",
-                        "-o",
-                        "beginning",
-                        "-e",
-                        "-q",
-                    ],
-                    CLIENT_TIMEOUT,
-                )?;
+                let out = d.kcat(&[
+                    "-C",
+                    "-t",
+                    "payments",
+                    "-p",
+                    "0",
+                    "-o",
+                    "beginning",
+                    "-e",
+                    "-q",
+                ])?;
                 if !out.contains("payment 2: 7.00 EUR") {
                     bail!("kcat read {out:?}");
                 }
@@ -149,13 +177,22 @@ pub fn steps() -> Vec<Step> {
             },
         },
         Step {
-            title: "consumer group: join, consume, commit (confluent-kafka; tansu takes ~20 s to form a group)",
+            title: "consumer group: join, consume, commit (confluent-kafka)",
             run: |d| {
                 let v = d.client(
                     Lib::Confluent,
                     &[
-                        "group", "--topic", "orders", "--seed", "demo", "--count", "1000",
-                        "--size", "512", "--group", "demo-group",
+                        "group",
+                        "--topic",
+                        "orders",
+                        "--seed",
+                        "demo",
+                        "--count",
+                        "1000",
+                        "--size",
+                        "512",
+                        "--group",
+                        "demo-group",
                     ],
                 )?;
                 Ok(format!("committed offsets {}", v["committed"]))
@@ -178,17 +215,57 @@ fn interrupted() -> bool {
 /// the namespace.
 pub struct Demo {
     pub daemon: Interceptor,
+    pub idp: Idp,
     pub tansu: Proc,
     pub ns: Netns,
     pub dir: PathBuf,
 }
 
 impl Demo {
-    /// Runs a client script in the namespace against the protected address.
+    /// Runs a client script in the namespace against the protected address; it fetches its
+    /// own access token from the IdP.
     pub fn client(&self, lib: Lib, args: &[&str]) -> Result<Value> {
+        let token_url = self.idp.token_endpoint();
         let mut all = args.to_vec();
-        all.extend_from_slice(&["--bootstrap", BROKER]);
+        all.extend_from_slice(&[
+            "--bootstrap",
+            BROKER,
+            "--oidc-token-url",
+            &token_url,
+            "--oidc-client-id",
+            CLIENT_ID,
+            "--oidc-client-secret",
+            CLIENT_SECRET,
+        ]);
         run_client(&self.ns, lib, &all, CLIENT_TIMEOUT)
+    }
+
+    /// kcat against the protected address with librdkafka's OIDC client-credentials flow.
+    pub fn kcat(&self, args: &[&str]) -> Result<String> {
+        let url = format!(
+            "sasl.oauthbearer.token.endpoint.url={}",
+            self.idp.token_endpoint()
+        );
+        let id = format!("sasl.oauthbearer.client.id={CLIENT_ID}");
+        let secret = format!("sasl.oauthbearer.client.secret={CLIENT_SECRET}");
+        let mut all = vec![
+            "-b",
+            BROKER,
+            "-X",
+            "security.protocol=SASL_PLAINTEXT",
+            "-X",
+            "sasl.mechanisms=OAUTHBEARER",
+            "-X",
+            "sasl.oauthbearer.method=oidc",
+            "-X",
+            &id,
+            "-X",
+            &secret,
+            "-X",
+            &url,
+        ];
+        all.extend_from_slice(args);
+        kcat(&self.ns, &all, CLIENT_TIMEOUT)
     }
 }
 
@@ -239,12 +316,52 @@ fn start() -> Result<Demo> {
         "network namespace {NETNS} (nothing on the host's own port 9092 is touched)"
     ));
     let broker: SocketAddr = BROKER.parse()?;
-    let tansu = start_tansu(&ns, broker, &dir)?;
+    let user = BrokerUser {
+        name: "interceptor".into(),
+        password: "demo-broker-secret".into(),
+    };
+    let tansu = start_tansu_scram(&ns, broker, &dir, &user, &[])?;
     say(&format!(
-        "broker: tansu 0.6.0 on {BROKER} (memory storage), pid {}",
-        tansu.pid()
+        "broker: tansu 0.6.0 on {BROKER} (SQLite storage), pid {}; it accepts only SCRAM-SHA-256 \
+         user {:?}, the interceptor's own credentials (no client has them)",
+        tansu.pid(),
+        user.name
     ));
-    let config = DaemonConfig::kafka(&[broker]);
+    let idp = Idp::start(
+        &ns,
+        IDP.parse()?,
+        &dir,
+        &[IdpClient::new(
+            CLIENT_ID,
+            CLIENT_SECRET,
+            &["payments", "writers"],
+        )],
+    )?;
+    say(&format!(
+        "identity provider: oidc-provider at {} (client-credentials grant, RS256 JWT access \
+         tokens for audience {AUDIENCE:?} with a groups claim)",
+        idp.issuer()
+    ));
+    let secrets = dir.join("secrets.toml");
+    fs::write(
+        &secrets,
+        format!(
+            "username = \"{}\"\npassword = \"{}\"\n",
+            user.name, user.password
+        ),
+    )?;
+    fs::set_permissions(
+        &secrets,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )?;
+    let config = DaemonConfig::kafka(&[broker])
+        .listener_settings("sasl_mechanisms = [\"OAUTHBEARER\"]\n")
+        .extra(&format!(
+            "[[identity.issuer]]\nissuer = \"{}\"\naudiences = [\"{AUDIENCE}\"]\n\
+             [upstream_auth]\nmechanism = \"scram-sha-256\"\nsecrets_file = \"{}\"\n",
+            idp.issuer(),
+            secrets.display()
+        ));
     let mut daemon = Interceptor::new(&ns, &dir, &config.body(), PinDir::at(PIN_DIR))?;
     daemon.start()?;
     say(&format!(
@@ -258,6 +375,7 @@ fn start() -> Result<Demo> {
     ));
     Ok(Demo {
         daemon,
+        idp,
         tansu,
         ns,
         dir,
@@ -452,6 +570,23 @@ fn probe(demo: &Demo) -> String {
     }
 }
 
+/// What the broker says to a client that reaches it directly and asks for Metadata.
+fn bypass(demo: &Demo) -> String {
+    let stream = demo.ns.run(|| {
+        wire::connect_from(
+            "127.0.0.1:0".parse().expect("address"),
+            BROKER.parse().expect("address"),
+            Duration::from_secs(2),
+        )
+        .1
+    });
+    match stream.map(|mut s| wire::metadata_round_trip(&mut s, 1)) {
+        Ok(Ok(_)) => "it answered Metadata without authentication".into(),
+        Ok(Err(e)) => format!("Metadata without authentication: {e}"),
+        Err(e) => format!("connect failed: {e}"),
+    }
+}
+
 fn shutdown(mut demo: Demo) -> Result<()> {
     println!();
     say("stopping the interceptor (SIGTERM); the kernel programs stay attached");
@@ -466,11 +601,14 @@ fn shutdown(mut demo: Demo) -> Result<()> {
     let detached = demo.daemon.detach();
     if detached.is_ok() && !interrupted() {
         say(&format!(
-            "after detach: {} (the broker itself)",
-            probe(&demo)
+            "after detach: {} (the broker itself, which still wants the interceptor's SCRAM \
+             credentials: {})",
+            probe(&demo),
+            bypass(&demo)
         ));
     }
-    say("stopping the broker and removing the network namespace");
+    say("stopping the broker and the identity provider, removing the network namespace");
+    demo.idp.stop();
     let _ = demo.tansu.stop(Duration::from_secs(10));
     drop(demo);
     stopped?;

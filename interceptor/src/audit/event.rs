@@ -45,6 +45,9 @@ pub enum AuditEvent {
         session: u64,
         client: SocketAddr,
         original_dst: SocketAddr,
+        /// Who the connection was, if it got as far as that.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        principal: Option<String>,
         bytes_from_client: u64,
         bytes_to_client: u64,
         duration_ms: u64,
@@ -60,12 +63,66 @@ pub enum AuditEvent {
         reason: CloseReason,
         detail: String,
     },
+    /// One SASL authentication (or re-authentication), or an anonymous session starting. Never
+    /// carries the token or password; `token_sha256` identifies the token.
+    Authentication {
+        session: u64,
+        client: SocketAddr,
+        mechanism: String,
+        outcome: AuthOutcome,
+        reauthentication: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        principal: Option<String>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        groups: Vec<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        issuer: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
+        /// When the session must re-authenticate (RFC 3339).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        session_expires: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        token_sha256: Option<String>,
+        /// Stable code of a failure (`expired`, `bad_signature`, `unknown_user`, ...).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<&'static str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+    /// A request the interceptor refused without a policy decision (before authentication,
+    /// after the session expired, out of SASL order).
+    RequestRefused {
+        session: u64,
+        client: SocketAddr,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        principal: Option<String>,
+        api_key: i16,
+        api_version: i16,
+        correlation_id: i32,
+        reason: &'static str,
+        detail: String,
+    },
+    /// The interceptor could not authenticate to the broker with its own credentials.
+    UpstreamAuthentication {
+        session: u64,
+        upstream: SocketAddr,
+        mechanism: &'static str,
+        detail: String,
+    },
     /// What the steering program did with a new connection.
     Kernel {
         kind: &'static str,
         client: SocketAddr,
         original_dst: SocketAddr,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthOutcome {
+    Success,
+    Failure,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -84,4 +141,12 @@ pub enum CloseReason {
     NotProtected,
     FilterClosed,
     DaemonShutdown,
+    /// SASL failed (bad token, bad credentials, disallowed mechanism, broken exchange).
+    AuthenticationFailed,
+    /// A request other than ApiVersions or SASL came before authentication.
+    Unauthenticated,
+    /// The session's token (or maximum lifetime) expired and it did not re-authenticate.
+    SessionExpired,
+    /// The broker refused the interceptor's own credentials.
+    UpstreamAuthFailed,
 }

@@ -70,6 +70,7 @@ mod tests {
             upstream: "127.0.0.1:9092".parse().unwrap(),
         });
         log.emit_blocking(AuditEvent::ConnectionClose {
+            principal: None,
             session: 1,
             client: "127.0.0.1:5000".parse().unwrap(),
             original_dst: "127.0.0.1:9092".parse().unwrap(),

@@ -6,14 +6,16 @@
 
 mod event;
 mod file;
+mod memory;
 
 use std::thread::JoinHandle;
 
 use thiserror::Error;
 use tokio::sync::mpsc;
 
-pub use event::{AuditEvent, AuditRecord, CloseReason};
+pub use event::{AuditEvent, AuditRecord, AuthOutcome, CloseReason};
 pub use file::JsonLinesFile;
+pub use memory::MemorySink;
 
 #[derive(Debug, Error)]
 pub enum AuditError {

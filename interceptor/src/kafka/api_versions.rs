@@ -37,15 +37,58 @@ pub fn trim_api_versions_response(
     frame: &Bytes,
     request_version: i16,
 ) -> Result<Option<Bytes>, HeaderError> {
+    rewrite_api_versions_response(frame, request_version, &[])
+}
+
+/// An api key the interceptor answers itself (SASL), whatever the broker supports: its entry
+/// is replaced by these versions, or removed when `versions` is `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServedApi {
+    pub api_key: i16,
+    pub versions: Option<(i16, i16)>,
+}
+
+/// [`trim_api_versions_response`], then the entries of `served` replace the broker's (only in
+/// a successful answer: a KIP-511 refusal stays as the broker made it).
+pub fn rewrite_api_versions_response(
+    frame: &Bytes,
+    request_version: i16,
+    served: &[ServedApi],
+) -> Result<Option<Bytes>, HeaderError> {
     let correlation_id = response_correlation_id(frame)?;
     let body_offset = response_body_offset(frame, API_VERSIONS_KEY, request_version)?;
     let body = frame.slice(body_offset..);
     let version = body_version(&body, request_version)?;
     let mut response = decode(&body, version)?;
-    if !cap_to_decodable(&mut response.api_keys) {
+    let mut changed = cap_to_decodable(&mut response.api_keys);
+    if response.error_code == 0 {
+        changed |= serve_locally(&mut response.api_keys, served);
+    }
+    if !changed {
         return Ok(None);
     }
     encode_frame(correlation_id, &response, version).map(Some)
+}
+
+/// Puts the interceptor's own entries in place of the broker's; whether anything changed.
+fn serve_locally(api_keys: &mut Vec<ApiVersion>, served: &[ServedApi]) -> bool {
+    if served.is_empty() {
+        return false;
+    }
+    let before = api_keys.clone();
+    for s in served {
+        api_keys.retain(|e| e.api_key != s.api_key);
+        if let Some((min, max)) = s.versions {
+            api_keys.push(
+                ApiVersion::default()
+                    .with_api_key(s.api_key)
+                    .with_min_version(min)
+                    .with_max_version(max),
+            );
+        }
+    }
+    api_keys.sort_by_key(|e| e.api_key);
+    *api_keys != before
 }
 
 /// Whether a response to an ApiVersions request of `request_version` can be decoded (and so
@@ -514,5 +557,41 @@ mod tests {
         );
         // Already within range: trimming leaves it alone.
         assert_eq!(trim_api_versions_response(&frame, 9), Ok(None));
+    }
+
+    #[test]
+    fn served_apis_replace_or_remove_the_brokers_entries() {
+        let response = full_response(vec![entry(0, 0, 9), entry(17, 0, 1), entry(36, 0, 2)]);
+        let served = [
+            ServedApi {
+                api_key: 17,
+                versions: Some((1, 1)),
+            },
+            ServedApi {
+                api_key: 36,
+                versions: None,
+            },
+            ServedApi {
+                api_key: 50,
+                versions: Some((0, 1)),
+            },
+        ];
+        let out = rewrite_api_versions_response(&frame_of(&response, 3), 3, &served)
+            .unwrap()
+            .unwrap();
+        let keys: Vec<_> = decode_frame(&out, 3)
+            .api_keys
+            .iter()
+            .map(|e| (e.api_key, e.min_version, e.max_version))
+            .collect();
+        assert_eq!(keys, vec![(0, 0, 9), (17, 1, 1), (50, 0, 1)]);
+        // A KIP-511 refusal is left as the broker made it.
+        let refusal = ApiVersionsResponse::default()
+            .with_error_code(UNSUPPORTED_VERSION)
+            .with_api_keys(vec![entry(18, 0, 3)]);
+        assert_eq!(
+            rewrite_api_versions_response(&frame_of(&refusal, 0), 0, &served),
+            Ok(None)
+        );
     }
 }

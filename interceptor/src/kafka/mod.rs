@@ -7,6 +7,7 @@ pub mod frame;
 pub mod header;
 pub mod inflight;
 pub mod produce;
+pub mod sasl;
 mod wire;
 
 pub use frame::{split_frame, FrameError};

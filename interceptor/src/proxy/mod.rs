@@ -1,5 +1,6 @@
 //! Accepting client connections and running one session task per connection.
 
+mod auth;
 mod relay;
 mod session;
 mod upstream;
@@ -16,6 +17,7 @@ use tokio::{
     task::JoinSet,
 };
 
+pub use auth::Authenticator;
 pub use session::{Router, SessionContext};
 
 /// Serves `listeners` until `shutdown` turns true, then ends every session and returns the

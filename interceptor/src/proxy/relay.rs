@@ -14,13 +14,17 @@
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
-use super::write::write_frames;
+use super::{
+    auth::{AuthStep, SessionAuth},
+    write::write_frames,
+};
 use crate::{
     audit::CloseReason,
     filter::{FilterChain, Verdict},
     kafka::{
         api_versions::{
-            can_decode_response, trim_api_versions_response, unsupported_version_response,
+            can_decode_response, rewrite_api_versions_response, unsupported_version_response,
+            ServedApi,
         },
         frame::peek_frame_len,
         header::{response_correlation_id, API_VERSIONS_KEY},
@@ -38,6 +42,8 @@ pub struct RelayLimits {
     pub read_buffer_bytes: usize,
     /// acks=0 Produce ids remembered in case the broker answers them anyway.
     pub max_unanswered: usize,
+    /// Api keys the interceptor answers itself: their ApiVersions entries are its own.
+    pub served: &'static [ServedApi],
 }
 
 /// Why a direction stopped.
@@ -45,6 +51,9 @@ pub struct RelayLimits {
 pub struct RelayEnd {
     pub reason: CloseReason,
     pub detail: Option<String>,
+    /// The request direction queued a last answer (an authentication failure): the response
+    /// direction must send everything queued before the connection closes.
+    pub flush_responses: bool,
 }
 
 impl RelayEnd {
@@ -52,6 +61,7 @@ impl RelayEnd {
         Self {
             reason,
             detail: Some(detail.into()),
+            flush_responses: false,
         }
     }
 
@@ -59,6 +69,7 @@ impl RelayEnd {
         Self {
             reason,
             detail: None,
+            flush_responses: false,
         }
     }
 }
@@ -80,6 +91,7 @@ pub async fn requests<R, W>(
     client: &mut R,
     upstream: &mut W,
     in_flight: InFlightTx,
+    auth: &mut SessionAuth,
     chain: &FilterChain,
     limits: RelayLimits,
     bytes_in: &mut u64,
@@ -106,6 +118,33 @@ where
                     )
                 }
             };
+            match auth.on_request(&header, &frame).await {
+                AuthStep::Pass => {}
+                AuthStep::Respond(answer) => {
+                    if let Err(end) =
+                        record(&in_flight, Pending::Local(answer), upstream, &mut batch).await
+                    {
+                        return end;
+                    }
+                    continue;
+                }
+                AuthStep::RespondThenClose(answer, reason, detail) => {
+                    let _ = write_frames(upstream, &mut batch).await;
+                    if let Err(end) =
+                        record(&in_flight, Pending::Local(answer), upstream, &mut batch).await
+                    {
+                        return end;
+                    }
+                    return RelayEnd {
+                        flush_responses: true,
+                        ..RelayEnd::new(reason, detail)
+                    };
+                }
+                AuthStep::Close(reason, detail) => {
+                    let _ = write_frames(upstream, &mut batch).await;
+                    return RelayEnd::new(reason, detail);
+                }
+            }
             let verdict =
                 if header.api_key == API_VERSIONS_KEY && !can_decode_response(header.api_version) {
                     // KIP-511: a version newer than this build knows gets what a broker sends for
@@ -313,7 +352,7 @@ where
                 continue;
             }
             match split_frame(&mut buf, limits.max_frame_bytes) {
-                Ok(Some(frame)) => match response_frame(&expected, frame) {
+                Ok(Some(frame)) => match response_frame(&expected, frame, limits.served) {
                     Ok(frame) => batch.push(frame),
                     Err(detail) => {
                         return RelayEnd::new(CloseReason::UpstreamProtocolError, detail)
@@ -438,12 +477,16 @@ impl Unanswered {
 }
 
 /// The frame to send to the client for a broker response: the same bytes, except ApiVersions,
-/// which advertises only versions this build can decode.
-fn response_frame(expected: &Expected, frame: Bytes) -> Result<Bytes, String> {
+/// which advertises only versions this build can decode, and the interceptor's own SASL.
+fn response_frame(
+    expected: &Expected,
+    frame: Bytes,
+    served: &[ServedApi],
+) -> Result<Bytes, String> {
     if expected.api_key != API_VERSIONS_KEY {
         return Ok(frame);
     }
-    match trim_api_versions_response(&frame, expected.api_version) {
+    match rewrite_api_versions_response(&frame, expected.api_version, served) {
         Ok(Some(trimmed)) => Ok(trimmed),
         Ok(None) => Ok(frame),
         Err(e) => Err(format!("undecodable ApiVersions response: {e}")),
@@ -459,7 +502,21 @@ mod tests {
         max_frame_bytes: 1024,
         read_buffer_bytes: 64,
         max_unanswered: 4,
+        served: &[],
     };
+
+    /// An anonymous session: the relay tests are about framing, not identity.
+    fn anonymous() -> SessionAuth {
+        let config = crate::config::IdentityConfig::default();
+        let shared = std::sync::Arc::new(super::super::auth::Authenticator::new(&config).unwrap());
+        let listener = super::super::auth::ListenerAuth {
+            mechanisms: Vec::new(),
+            allow_anonymous: true,
+        };
+        let (audit, _writer) =
+            crate::audit::AuditLog::start(crate::audit::MemorySink::default(), 64);
+        SessionAuth::new(shared, listener, audit, 1, "127.0.0.1:1".parse().unwrap())
+    }
 
     /// A request frame with header v1: api key, version, correlation id, client id "t".
     fn request(api_key: i16, version: i16, correlation_id: i32, body: &[u8]) -> Vec<u8> {
@@ -512,6 +569,7 @@ mod tests {
             &mut client,
             &mut broker,
             tx,
+            &mut anonymous(),
             &FilterChain::default(),
             LIMITS,
             &mut bytes_in,

@@ -13,16 +13,17 @@ use tokio::{
 };
 
 use super::{
+    auth::{Authenticator, ListenerAuth, SessionAuth},
     relay::{self, RelayEnd, RelayLimits},
     upstream,
 };
 use crate::{
     addr::{canonical, ClientAddr, OrigDst},
     audit::{AuditEvent, AuditLog, CloseReason},
-    config::Config,
+    config::{Config, Listener, UpstreamMechanism},
     ebpf::ExemptRegistry,
     filter::FilterChain,
-    kafka::inflight::in_flight,
+    kafka::{inflight::in_flight, sasl::secrets::UpstreamSecrets, sasl::upstream as broker_auth},
 };
 
 /// How a connection's broker is found.
@@ -41,7 +42,13 @@ pub struct SessionContext {
     pub exempt: ExemptRegistry,
     pub chain: FilterChain,
     pub audit: AuditLog,
+    pub authenticator: Arc<Authenticator>,
+    /// The interceptor's own credentials towards the broker (`None`: the broker wants none).
+    pub broker_credentials: Option<UpstreamSecrets>,
 }
+
+/// The client id the interceptor's own SASL requests carry (visible in broker logs).
+const CLIENT_ID: &str = "interceptor";
 
 pub async fn serve(
     session: u64,
@@ -70,7 +77,7 @@ pub async fn serve(
             detail,
         })
     };
-    let Some(target) = route(&ctx, orig_dst) else {
+    let Some((target, listener)) = route(&ctx, orig_dst) else {
         refuse(
             CloseReason::NotProtected,
             format!("{orig_dst} is not a protected listener"),
@@ -87,6 +94,45 @@ pub async fn serve(
             return;
         }
     };
+    let mechanism = ctx.config.upstream_auth.mechanism;
+    if let (Some(secrets), true) = (
+        &ctx.broker_credentials,
+        mechanism != UpstreamMechanism::None,
+    ) {
+        match broker_auth::authenticate(
+            &mut upstream.stream,
+            mechanism,
+            secrets,
+            CLIENT_ID,
+            timeout,
+        )
+        .await
+        {
+            Ok(auth) if auth.session_lifetime_ms > 0 => tracing::warn!(
+                session,
+                upstream = %target,
+                "the broker limits the interceptor's session to {} ms (connections.max.reauth.ms); \
+                 upstream re-authentication is not implemented, so the broker will close this \
+                 connection then",
+                auth.session_lifetime_ms
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                let detail = e.to_string();
+                tracing::error!(session, upstream = %target, "the broker refused the interceptor's credentials: {detail}");
+                ctx.audit
+                    .emit(AuditEvent::UpstreamAuthentication {
+                        session,
+                        upstream: target,
+                        mechanism: mechanism_name(mechanism),
+                        detail: detail.clone(),
+                    })
+                    .await;
+                refuse(CloseReason::UpstreamAuthFailed, detail).await;
+                return;
+            }
+        }
+    }
     let _ = client.set_nodelay(true);
     tracing::info!(session, client = %client_addr, original_dst = %orig_dst, upstream = %target, "connection open");
     ctx.audit
@@ -99,11 +145,20 @@ pub async fn serve(
         })
         .await;
 
+    let listener_auth = ListenerAuth::from_listener(listener);
     let relay_limits = RelayLimits {
         max_frame_bytes: limits.max_frame_bytes,
         read_buffer_bytes: limits.read_buffer_bytes,
         max_unanswered: limits.max_in_flight,
+        served: listener_auth.served_apis(),
     };
+    let mut auth = SessionAuth::new(
+        Arc::clone(&ctx.authenticator),
+        listener_auth,
+        ctx.audit.clone(),
+        session,
+        client_addr.0,
+    );
     let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
     let end = {
         let (mut client_rd, mut client_wr) = client.split();
@@ -113,6 +168,7 @@ pub async fn serve(
             &mut client_rd,
             &mut up_wr,
             tx,
+            &mut auth,
             &ctx.chain,
             relay_limits,
             &mut bytes_in,
@@ -122,9 +178,19 @@ pub async fn serve(
         tokio::pin!(requests, responses);
         // A broker closes on end of stream and drops responses still due; so does a session.
         tokio::select! {
-            end = &mut requests => end,
+            end = &mut requests => {
+                if end.flush_responses {
+                    // The last answer (an authentication failure) goes out before the close.
+                    let _ = tokio::time::timeout(FLUSH_BEFORE_CLOSE, &mut responses).await;
+                }
+                end
+            }
             end = &mut responses => end,
-            _ = shutdown.changed() => RelayEnd { reason: CloseReason::DaemonShutdown, detail: None },
+            _ = shutdown.changed() => RelayEnd {
+                reason: CloseReason::DaemonShutdown,
+                detail: None,
+                flush_responses: false,
+            },
         }
     };
     if end.reason == CloseReason::ClientClosed {
@@ -151,6 +217,7 @@ pub async fn serve(
             session,
             client: client_addr.0,
             original_dst: orig_dst.0,
+            principal: auth.identity().map(|i| i.principal.clone()),
             bytes_from_client: bytes_in,
             bytes_to_client: bytes_out,
             duration_ms,
@@ -159,6 +226,9 @@ pub async fn serve(
         })
         .await;
 }
+
+/// How long the last answers may take to reach a client that is being closed.
+const FLUSH_BEFORE_CLOSE: Duration = Duration::from_secs(5);
 
 /// How long a broker gets to close after the client has gone.
 const UPSTREAM_DRAIN: Duration = Duration::from_secs(5);
@@ -185,12 +255,23 @@ async fn drain_upstream(stream: &mut TcpStream) {
     }
 }
 
-fn route(ctx: &SessionContext, orig_dst: OrigDst) -> Option<SocketAddr> {
+/// The broker and the listener settings for a connection. In listen mode the first listener's
+/// settings apply (it names the broker there).
+fn route(ctx: &SessionContext, orig_dst: OrigDst) -> Option<(SocketAddr, &Listener)> {
     match &ctx.router {
-        Router::Fixed(target) => Some(*target),
+        Router::Fixed(target) => ctx.config.listeners.first().map(|l| (*target, l)),
         Router::Steered => ctx
             .config
             .listener_for(orig_dst.0)
-            .map(|l| l.upstream.unwrap_or(orig_dst.0)),
+            .map(|l| (l.upstream.unwrap_or(orig_dst.0), l)),
+    }
+}
+
+fn mechanism_name(mechanism: UpstreamMechanism) -> &'static str {
+    match mechanism {
+        UpstreamMechanism::None => "none",
+        UpstreamMechanism::Plain => "PLAIN",
+        UpstreamMechanism::ScramSha256 => "SCRAM-SHA-256",
+        UpstreamMechanism::ScramSha512 => "SCRAM-SHA-512",
     }
 }
