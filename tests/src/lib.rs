@@ -680,11 +680,25 @@ pub fn start_tansu(ns: &Netns, addr: SocketAddr, work: impl AsRef<Path>) -> Resu
     let tansu = peers().tansu;
     check_peer(&tansu)?;
     let url = format!("tcp://{addr}");
-    let mut cmd = ns.command(&tansu);
+    let cmd = tansu_broker_command(ns, &tansu, &url, "memory://tansu/", work);
+    let log = work.join(format!("tansu-{}.log", addr.port()));
+    let proc = Proc::spawn("tansu", cmd, &log)?;
+    accepting(ns, addr, proc, "tansu", Duration::from_secs(20))
+}
+
+/// `tansu broker` on `url` with this storage, run in `work`, ignoring tansu's env settings.
+fn tansu_broker_command(
+    ns: &Netns,
+    tansu: &Path,
+    url: &str,
+    storage: &str,
+    work: &Path,
+) -> Command {
+    let mut cmd = ns.command(tansu);
     cmd.arg("broker")
-        .args(["--listener-url", &url])
-        .args(["--advertised-listener-url", &url])
-        .args(["--storage-engine", "memory://tansu/"])
+        .args(["--listener-url", url])
+        .args(["--advertised-listener-url", url])
+        .args(["--storage-engine", storage])
         .current_dir(work);
     for var in [
         "CLUSTER_ID",
@@ -694,18 +708,27 @@ pub fn start_tansu(ns: &Netns, addr: SocketAddr, work: impl AsRef<Path>) -> Resu
     ] {
         cmd.env_remove(var);
     }
-    let log = work.join(format!("tansu-{}.log", addr.port()));
-    let mut proc = Proc::spawn("tansu", cmd, &log)?;
-    let deadline = Instant::now() + Duration::from_secs(20);
+    cmd
+}
+
+/// Returns `proc` once `addr` accepts connections; fails with its log if it exits or times out.
+fn accepting(
+    ns: &Netns,
+    addr: SocketAddr,
+    mut proc: Proc,
+    what: &str,
+    timeout: Duration,
+) -> Result<Proc> {
+    let deadline = Instant::now() + timeout;
     loop {
         if ns.connect(addr, Duration::from_millis(500)).is_ok() {
             return Ok(proc);
         }
         if !proc.is_running() {
-            bail!("tansu exited at start\n{}", proc.log_tail(40));
+            bail!("{what} exited at start\n{}", proc.log_tail(40));
         }
         if Instant::now() >= deadline {
-            bail!("tansu did not accept on {addr}\n{}", proc.log_tail(40));
+            bail!("{what} did not accept on {addr}\n{}", proc.log_tail(40));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -735,42 +758,20 @@ pub fn start_tansu_scram(
     check_peer(&tansu)?;
     let url = format!("tcp://{addr}");
     let broker = |authentication: bool, phase: &str| -> Result<Proc> {
-        let mut cmd = ns.command(&tansu);
-        cmd.arg("broker")
-            .args(["--listener-url", &url])
-            .args(["--advertised-listener-url", &url])
-            // A relative path: tansu's sqlite URLs take the path after the scheme.
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .current_dir(work);
+        // A relative path: tansu's sqlite URLs take the path after the scheme.
+        let mut cmd = tansu_broker_command(ns, &tansu, &url, "sqlite://tansu.db", work);
         if authentication {
             cmd.arg("--authentication");
         }
-        for var in [
-            "CLUSTER_ID",
-            "LISTENER_URL",
-            "ADVERTISED_LISTENER_URL",
-            "STORAGE_ENGINE",
-        ] {
-            cmd.env_remove(var);
-        }
         let log = work.join(format!("tansu-sasl-{}-{phase}.log", addr.port()));
-        let mut proc = Proc::spawn("tansu", cmd, &log)?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if ns.connect(addr, Duration::from_millis(500)).is_ok() {
-                return Ok(proc);
-            }
-            if !proc.is_running() {
-                bail!("tansu ({phase}) exited at start\n{}", proc.log_tail(40));
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "tansu ({phase}) did not accept on {addr}\n{}",
-                    proc.log_tail(40)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let proc = Proc::spawn("tansu", cmd, &log)?;
+        accepting(
+            ns,
+            addr,
+            proc,
+            &format!("tansu ({phase})"),
+            Duration::from_secs(30),
+        )
     };
     let tool = |args: &[&str]| -> Result<()> {
         let mut cmd = ns.command(&tansu);
