@@ -370,7 +370,8 @@ impl SessionAuth {
                 let name = Mechanism::parse(&requested)
                     .map(Mechanism::name)
                     .unwrap_or("unknown");
-                self.audit_failure(name, &Failure::new(reason, detail.clone()))
+                let reauth = self.identity.is_some();
+                self.audit_failure(name, reauth, &Failure::new(reason, detail.clone()))
                     .await;
                 return AuthStep::RespondThenClose(
                     answer(code),
@@ -637,8 +638,7 @@ impl SessionAuth {
         reauth: bool,
         failure: Failure,
     ) -> AuthStep {
-        self.audit_failure_full(mechanism.name(), reauth, &failure)
-            .await;
+        self.audit_failure(mechanism.name(), reauth, &failure).await;
         let message = format!("Authentication failed: {}", failure.message);
         AuthStep::RespondThenClose(
             authenticate_response(
@@ -709,12 +709,7 @@ impl SessionAuth {
             .await;
     }
 
-    async fn audit_failure(&self, mechanism: &str, failure: &Failure) {
-        self.audit_failure_full(mechanism, self.identity.is_some(), failure)
-            .await
-    }
-
-    async fn audit_failure_full(&self, mechanism: &str, reauth: bool, failure: &Failure) {
+    async fn audit_failure(&self, mechanism: &str, reauth: bool, failure: &Failure) {
         tracing::warn!(
             session = self.session, client = %self.client, mechanism, reason = failure.reason,
             "authentication failed: {}", failure.message
