@@ -7,6 +7,7 @@
 //! - [`kafka`]: framing, headers, in-flight queue, the bodies the data path needs.
 //! - [`filter`]: the filter chain and its verdicts.
 //! - [`identity`]: OIDC token validation and principals.
+//! - [`policy`]: the policy directory and decisions; [`kafka::authz`] applies them per request.
 //! - [`audit`]: audit events and sinks.
 //! - [`config`]: the TOML configuration.
 //! - [`daemon`]: wires the above together for `interceptor run`.
@@ -18,4 +19,5 @@ pub mod ebpf;
 pub mod filter;
 pub mod identity;
 pub mod kafka;
+pub mod policy;
 pub mod proxy;

@@ -3,10 +3,12 @@
 //! `kafka-protocol` crate only where a filter asks.
 
 pub mod api_versions;
+pub mod authz;
 pub mod frame;
 pub mod header;
 pub mod inflight;
 pub mod produce;
+pub mod records;
 pub mod sasl;
 mod wire;
 

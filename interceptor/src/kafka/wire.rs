@@ -143,6 +143,104 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
+    pub(crate) fn i8(&mut self, what: &'static str) -> Result<i8, HeaderError> {
+        self.array(what).map(i8::from_be_bytes)
+    }
+
+    /// A UUID (topic ids, KIP-516): 16 bytes.
+    pub(crate) fn uuid(&mut self, what: &'static str) -> Result<[u8; 16], HeaderError> {
+        self.array(what)
+    }
+
+    /// A non-null string in either encoding: the range of its content.
+    pub(crate) fn string(
+        &mut self,
+        flexible: bool,
+        what: &'static str,
+    ) -> Result<Range<usize>, HeaderError> {
+        self.nullable_str(flexible, what)?
+            .ok_or(HeaderError::Invalid(what))
+    }
+
+    /// A nullable string in either encoding (classic i16 length, or compact): the range of
+    /// its content.
+    pub(crate) fn nullable_str(
+        &mut self,
+        flexible: bool,
+        what: &'static str,
+    ) -> Result<Option<Range<usize>>, HeaderError> {
+        if flexible {
+            self.compact_nullable_string(what)
+        } else {
+            self.nullable_string(what)
+        }
+    }
+
+    /// Nullable bytes (records): classic i32 length (-1 = null), or compact (varint length
+    /// + 1, 0 = null). The range of the content.
+    pub(crate) fn nullable_bytes(
+        &mut self,
+        flexible: bool,
+        what: &'static str,
+    ) -> Result<Option<Range<usize>>, HeaderError> {
+        if flexible {
+            return self.compact_nullable_string(what);
+        }
+        match self.i32(what)? {
+            -1 => Ok(None),
+            len if len < 0 => Err(HeaderError::Invalid(what)),
+            len => self.take_range(len.unsigned_abs() as usize, what).map(Some),
+        }
+    }
+
+    /// A nullable array's count in either encoding, checked against the bytes left given the
+    /// smallest encoding of one element (at least 1). `None` for a null array.
+    pub(crate) fn nullable_count(
+        &mut self,
+        flexible: bool,
+        min_element_bytes: usize,
+        what: &'static str,
+    ) -> Result<Option<usize>, HeaderError> {
+        let count = if flexible {
+            match self.uvarint(what)? {
+                0 => return Ok(None),
+                n => to_usize(n - 1),
+            }
+        } else {
+            match self.i32(what)? {
+                -1 => return Ok(None),
+                n if n < 0 => return Err(HeaderError::Invalid(what)),
+                n => n.unsigned_abs() as usize,
+            }
+        };
+        self.check_count(count, min_element_bytes.max(1), what)?;
+        Ok(Some(count))
+    }
+
+    /// A non-null array's count (see [`Self::nullable_count`]).
+    pub(crate) fn count(
+        &mut self,
+        flexible: bool,
+        min_element_bytes: usize,
+        what: &'static str,
+    ) -> Result<usize, HeaderError> {
+        self.nullable_count(flexible, min_element_bytes, what)?
+            .ok_or(HeaderError::Invalid(what))
+    }
+
+    /// Skips the tagged fields of a flexible struct; nothing in classic versions.
+    pub(crate) fn tagged(&mut self, flexible: bool, what: &'static str) -> Result<(), HeaderError> {
+        if flexible {
+            self.skip_tagged_fields(what)?;
+        }
+        Ok(())
+    }
+
+    /// Skips `n` bytes.
+    pub(crate) fn skip(&mut self, n: usize, what: &'static str) -> Result<(), HeaderError> {
+        self.take(n, what).map(|_| ())
+    }
+
     /// Checks an array count against the bytes left, given the smallest encoding of one
     /// element, so a count read from the wire never sizes an allocation the frame cannot fill.
     pub(crate) fn check_count(

@@ -1,0 +1,1 @@
+//! STUB: read-only iteration over the records of Kafka record batches.
