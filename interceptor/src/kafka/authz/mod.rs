@@ -47,6 +47,11 @@ pub enum AuthzError {
     /// An api key outside the table (vendor keys, keys newer than this build).
     #[error("api key {0} is not known to the interceptor")]
     UnknownApiKey(i16),
+    /// Refused, and the protocol has no error to say so in this request's answer (some
+    /// broker-to-broker keys): the connection is closed, as a broker closes on requests it
+    /// will not serve.
+    #[error("{api} refused: {reason}")]
+    Refused { api: &'static str, reason: String },
     /// The broker's answer could not be merged with the interceptor's errors.
     #[error("cannot rewrite the broker's {api} response: {detail}")]
     Response { api: &'static str, detail: String },

@@ -13,6 +13,8 @@ pub struct ApiAccess {
     /// Every (operation, resource kind) a request of this key can be checked for. Empty for
     /// the keys the interceptor answers itself or passes without checks (see `note`).
     pub touches: &'static [(Operation, ResourceKind)],
+    /// The highest version the interceptor parses; ApiVersions answers never advertise more.
+    pub max_version: i16,
     /// Anything an operator should know about this key's mapping.
     pub note: &'static str,
 }
@@ -26,30 +28,35 @@ pub const UNCHECKED: &[ApiAccess] = &[
         key: 17,
         name: "SaslHandshake",
         touches: &[],
+        max_version: i16::MAX,
         note: "answered by the interceptor",
     },
     ApiAccess {
         key: 18,
         name: "ApiVersions",
         touches: &[],
+        max_version: i16::MAX,
         note: "forwarded; the answer is trimmed to what the interceptor parses",
     },
     ApiAccess {
         key: 36,
         name: "SaslAuthenticate",
         touches: &[],
+        max_version: i16::MAX,
         note: "answered by the interceptor",
     },
     ApiAccess {
         key: 71,
         name: "GetTelemetrySubscriptions",
         touches: &[],
+        max_version: i16::MAX,
         note: "client metrics (KIP-714): passed after authentication",
     },
     ApiAccess {
         key: 72,
         name: "PushTelemetry",
         touches: &[],
+        max_version: i16::MAX,
         note: "client metrics (KIP-714): passed after authentication",
     },
 ];
