@@ -13,8 +13,10 @@
 //!   items, in request order ([`Outcome::Rewrite`]).
 //!
 //! Families of api keys live in their own modules: [`data`] (produce, fetch, offsets,
-//! metadata, topic ids) and [`control`] (groups, transactions, admin, cluster).
+//! metadata, topic ids), [`control`] (consumer groups and transactions) and [`admin`] (topic
+//! administration, configs, ACLs, cluster and broker-to-broker keys).
 
+pub mod admin;
 pub mod control;
 pub mod data;
 pub mod response;
@@ -166,6 +168,9 @@ pub fn authorize(request: &Request<'_>, ctx: &mut Context<'_>) -> Result<Outcome
         return outcome;
     }
     if let Some(outcome) = control::authorize(request, ctx) {
+        return outcome;
+    }
+    if let Some(outcome) = admin::authorize(request, ctx) {
         return outcome;
     }
     Err(AuthzError::UnsupportedVersion {

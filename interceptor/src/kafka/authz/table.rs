@@ -67,6 +67,7 @@ pub fn all() -> impl Iterator<Item = &'static ApiAccess> {
         .iter()
         .chain(super::data::TABLE)
         .chain(super::control::TABLE)
+        .chain(super::admin::TABLE)
 }
 
 /// The entry for `key`; `None` for keys outside the table (vendor keys, keys newer than this
