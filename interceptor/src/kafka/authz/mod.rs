@@ -117,7 +117,8 @@ pub struct AuthzSettings {
 pub struct Context<'a> {
     pub check: &'a Arc<dyn AccessCheck>,
     pub state: &'a mut ConnectionState,
-    pub topic_ids: &'a TopicIds,
+    /// Shared by every session; response rewrites keep a clone (Metadata teaches ids).
+    pub topic_ids: &'a Arc<TopicIds>,
     /// Changes whenever the active policy set changes: authorizations remembered across
     /// requests (fetch sessions) are redone when it differs.
     pub policy_generation: u64,
