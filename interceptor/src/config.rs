@@ -14,6 +14,8 @@ pub const DEFAULT_PATH: &str = "/etc/interceptor/interceptor.toml";
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/interceptor";
 pub const DEFAULT_AUDIT_FILE: &str = "/var/lib/interceptor/audit.jsonl";
 pub const DEFAULT_SECRETS_FILE: &str = "/etc/interceptor/secrets.toml";
+pub const DEFAULT_POLICY_DIR: &str = "/etc/interceptor/policies";
+pub const DEFAULT_ADMIN_SOCKET: &str = "/run/interceptor/admin.sock";
 /// SASL mechanisms a listener can offer clients.
 pub const SASL_MECHANISMS: [&str; 4] = ["OAUTHBEARER", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
 
@@ -65,9 +67,67 @@ pub struct Config {
     /// How the interceptor itself authenticates to the broker.
     #[serde(default)]
     pub upstream_auth: UpstreamAuthConfig,
+    /// Where the policy comes from and what the protocol layer does with it.
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    /// The local admin socket (`interceptor status`).
+    #[serde(default)]
+    pub admin: AdminConfig,
     /// Protected broker listeners. At least one.
     #[serde(rename = "listener")]
     pub listeners: Vec<Listener>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// The directory of YAML policy files. It must exist and load without errors for the
+    /// daemon to start; later changes are picked up within a second, and a set that fails to
+    /// load leaves the last good one in force.
+    pub dir: PathBuf,
+    /// Forward requests whose api key the interceptor does not know (vendor keys ≥ 10000,
+    /// keys newer than this build) without checks. Off: such a request closes its connection.
+    pub allow_unknown_api_keys: bool,
+    /// Topic ids (KIP-516) remembered from Metadata responses, to name the topics of Produce
+    /// and Fetch requests that carry only ids. An id not remembered is refused
+    /// (UNKNOWN_TOPIC_ID), never passed unchecked.
+    pub max_topic_ids: usize,
+    /// Blocking rules on record content decompress each batch into a buffer of at most this
+    /// many bytes; a batch that decompresses to more is refused (POLICY_VIOLATION).
+    pub max_decompressed_batch_bytes: usize,
+    /// Records per batch read for content rules; a batch claiming more is refused.
+    pub max_records_per_batch: usize,
+    /// Seconds between full re-reads of the directory, in case a change notification was
+    /// missed (network filesystems, some editors). 0 turns it off.
+    pub rescan_secs: u64,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from(DEFAULT_POLICY_DIR),
+            allow_unknown_api_keys: false,
+            max_topic_ids: 100_000,
+            max_decompressed_batch_bytes: 64 * 1024 * 1024,
+            max_records_per_batch: 1_000_000,
+            rescan_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Unix socket for `interceptor status` (mode 0600: root only). Empty turns it off.
+    pub socket: PathBuf,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            socket: PathBuf::from(DEFAULT_ADMIN_SOCKET),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -339,6 +399,15 @@ impl Config {
             ("limits.max_in_flight", limits.max_in_flight),
             ("limits.read_buffer_bytes", limits.read_buffer_bytes),
             ("audit.queue", self.audit.queue),
+            ("policy.max_topic_ids", self.policy.max_topic_ids),
+            (
+                "policy.max_decompressed_batch_bytes",
+                self.policy.max_decompressed_batch_bytes,
+            ),
+            (
+                "policy.max_records_per_batch",
+                self.policy.max_records_per_batch,
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {

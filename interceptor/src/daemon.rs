@@ -17,11 +17,13 @@ use tokio::{
 };
 
 use crate::{
+    admin::{self, PolicyStatus, Status, StatusSource},
     audit::{AuditEvent, AuditLog, JsonLinesFile},
     config::{Config, UpstreamMechanism},
     ebpf::{self, ExemptRegistry, Steering},
     filter::FilterChain,
-    kafka::sasl::secrets,
+    kafka::{authz::TopicIds, sasl::secrets},
+    policy::{self, PolicySet},
     proxy::{self, Router, SessionContext},
 };
 
@@ -47,8 +49,38 @@ pub async fn run(config: Config, mode: Mode) -> Result<()> {
     let authenticator =
         Arc::new(proxy::Authenticator::new(&config.identity).context("identity configuration")?);
     authenticator.start();
+    // No policy, no service: a daemon that cannot load its policy does not start, and the
+    // kernel keeps refusing protected connections.
+    let policy_dir = config.policy.dir.clone();
+    let initial = tokio::task::spawn_blocking(move || PolicySet::load_dir(&policy_dir))
+        .await?
+        .map_err(|errors| {
+            for e in &errors.0 {
+                tracing::error!("policy: {e}");
+            }
+            anyhow::anyhow!(
+                "the policy directory {} has {} error(s)",
+                config.policy.dir.display(),
+                errors.0.len()
+            )
+        })?;
+    for warning in initial.warnings() {
+        tracing::warn!("policy: {warning}");
+    }
+    tracing::info!(
+        version = initial.version(),
+        files = initial.file_count(),
+        rules = initial.rule_count(),
+        dir = %config.policy.dir.display(),
+        "policy loaded"
+    );
     let (audit, audit_writer) =
         AuditLog::start(JsonLinesFile::open(&config.audit.file)?, config.audit.queue);
+    let rescan = (config.policy.rescan_secs > 0)
+        .then(|| std::time::Duration::from_secs(config.policy.rescan_secs));
+    let (policy, policy_task) =
+        policy::watch::start(&config.policy.dir, initial, audit.clone(), rescan)
+            .with_context(|| format!("watching {}", config.policy.dir.display()))?;
     let protected: Vec<SocketAddr> = config.listeners.iter().map(|l| l.address).collect();
 
     let (mut steering, listeners, router, exempt, mode_name) = match &mode {
@@ -101,7 +133,36 @@ pub async fn run(config: Config, mode: Mode) -> Result<()> {
         audit: audit.clone(),
         authenticator,
         broker_credentials,
+        policy: policy.clone(),
+        topic_ids: Arc::new(TopicIds::new(config.policy.max_topic_ids)),
     });
+    let admin_task = if config.admin.socket.as_os_str().is_empty() {
+        None
+    } else {
+        let source = StatusSource {
+            base: Status {
+                version: env!("CARGO_PKG_VERSION"),
+                pid: std::process::id(),
+                mode: mode_name,
+                started_at: time::OffsetDateTime::now_utc()
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default(),
+                fail_open: config.fail_open,
+                protected: protected.clone(),
+                policy: PolicyStatus {
+                    dir: config.policy.dir.clone(),
+                    version: String::new(),
+                    generation: 0,
+                    loaded_at: String::new(),
+                    files: 0,
+                    rules: 0,
+                    reload: Default::default(),
+                },
+            },
+            policy,
+        };
+        Some(admin::serve(&config.admin.socket, source)?)
+    };
     audit
         .emit(AuditEvent::DaemonStart {
             mode: mode_name,
@@ -137,8 +198,14 @@ pub async fn run(config: Config, mode: Mode) -> Result<()> {
     );
     let _ = stop_tx.send(true);
     let open = server.await.unwrap_or(0);
-    if let Some(task) = events_task {
+    for task in [events_task, admin_task, Some(policy_task)]
+        .into_iter()
+        .flatten()
+    {
         task.abort();
+    }
+    if !config.admin.socket.as_os_str().is_empty() {
+        let _ = std::fs::remove_file(&config.admin.socket);
     }
     if let Some(steering) = &steering {
         match steering.counters() {

@@ -11,7 +11,9 @@
 //! - [`audit`]: audit events and sinks.
 //! - [`config`]: the TOML configuration.
 //! - [`daemon`]: wires the above together for `interceptor run`.
+//! - [`admin`]: the local admin socket behind `interceptor status`.
 pub mod addr;
+pub mod admin;
 pub mod audit;
 pub mod config;
 pub mod daemon;

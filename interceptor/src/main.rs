@@ -1,13 +1,22 @@
 //! The `interceptor` command.
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    process::ExitCode,
+};
 
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use interceptor::{
+    admin,
     config::{self, Config, LogFormat},
     daemon::{self, Mode},
-    kafka::sasl::scram::{ScramCredential, ScramMechanism, MAX_ITERATIONS, MIN_ITERATIONS},
+    kafka::{
+        authz::table,
+        sasl::scram::{ScramCredential, ScramMechanism, MAX_ITERATIONS, MIN_ITERATIONS},
+    },
+    policy::{self, Operation, Resource},
 };
 
 #[derive(Parser)]
@@ -38,6 +47,11 @@ enum Command {
     },
     /// Remove the kernel programs and pins: protected addresses become reachable directly.
     Detach,
+    /// Check, explain and list what the policy decides.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Ask the running daemon what it is doing (policy version, listeners).
+    Status,
     /// Print the SCRAM credential for a password read from stdin, for `[[identity.user]]`
     /// `credentials` (the password itself is never stored).
     SaslCredential {
@@ -47,6 +61,45 @@ enum Command {
         #[arg(long, default_value_t = 8192)]
         iterations: u32,
     },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate a policy directory as one set: exit 0 when it loads, 1 with every error
+    /// (file:line:column) when it does not. Usable in CI and as ExecStartPre.
+    Check {
+        /// The directory (default: the configured one, else /etc/interceptor/policies).
+        dir: Option<PathBuf>,
+    },
+    /// Print the decision for one request and the rule that made it.
+    Explain {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long)]
+        principal: String,
+        /// Comma-separated groups.
+        #[arg(long, value_delimiter = ',', default_value = "")]
+        groups: Vec<String>,
+        #[arg(long)]
+        client_id: Option<String>,
+        /// The client's address.
+        #[arg(long, default_value = "127.0.0.1")]
+        source: IpAddr,
+        /// produce, consume, describe, create, delete, delete-records, alter, alter-configs,
+        /// describe-configs, commit, idempotent-write, transactions, cluster-action.
+        #[arg(long)]
+        operation: Operation,
+        #[arg(long, group = "resource")]
+        topic: Option<String>,
+        #[arg(long, group = "resource")]
+        group: Option<String>,
+        #[arg(long, group = "resource")]
+        transactional_id: Option<String>,
+        #[arg(long, group = "resource")]
+        cluster: bool,
+    },
+    /// List every Kafka api key with the operations and resources it is checked for.
+    ApiKeys,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -81,6 +134,26 @@ fn main() -> ExitCode {
             Err(e) => {
                 tracing::error!("{e:#}");
                 ExitCode::from(2)
+            }
+        };
+    }
+    if let Command::Policy(command) = &cli.command {
+        init_logging(LogFormat::Text);
+        return policy_command(command, &cli.config);
+    }
+    if let Command::Status = &cli.command {
+        init_logging(LogFormat::Text);
+        let socket = Config::load(&cli.config)
+            .map(|c| c.admin.socket)
+            .unwrap_or_else(|_| PathBuf::from(config::DEFAULT_ADMIN_SOCKET));
+        return match admin::query_status(&socket) {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!("{e} (is the daemon running?)");
+                ExitCode::FAILURE
             }
         };
     }
@@ -119,7 +192,99 @@ fn execute(command: Command, config: Config) -> Result<()> {
             runtime.block_on(daemon::run(config, mode))
         }
         Command::Detach => daemon::detach(&config),
-        Command::SaslCredential { .. } => Ok(()),
+        Command::SaslCredential { .. } | Command::Policy(_) | Command::Status => Ok(()),
+    }
+}
+
+/// The policy directory: the one given, else the configured one, else the default.
+fn policy_dir(dir: &Option<PathBuf>, config_path: &std::path::Path) -> PathBuf {
+    dir.clone().unwrap_or_else(|| {
+        Config::load(config_path)
+            .map(|c| c.policy.dir)
+            .unwrap_or_else(|_| PathBuf::from(config::DEFAULT_POLICY_DIR))
+    })
+}
+
+fn policy_command(command: &PolicyCommand, config_path: &std::path::Path) -> ExitCode {
+    match command {
+        PolicyCommand::Check { dir } => {
+            let dir = policy_dir(dir, config_path);
+            let (report, valid) = policy::cli::check(&dir);
+            print!("{report}");
+            if valid {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        PolicyCommand::Explain {
+            dir,
+            principal,
+            groups,
+            client_id,
+            source,
+            operation,
+            topic,
+            group,
+            transactional_id,
+            cluster,
+        } => {
+            let dir = policy_dir(dir, config_path);
+            let resource = match (topic, group, transactional_id, cluster) {
+                (Some(t), _, _, _) => Resource::topic(t),
+                (_, Some(g), _, _) => Resource::group(g),
+                (_, _, Some(t), _) => Resource::transactional_id(t),
+                (_, _, _, true) => Resource::cluster(),
+                _ => {
+                    tracing::error!(
+                        "name a resource: --topic, --group, --transactional-id or --cluster"
+                    );
+                    return ExitCode::from(2);
+                }
+            };
+            let groups: Vec<String> = groups.iter().filter(|g| !g.is_empty()).cloned().collect();
+            match policy::cli::explain(
+                &dir,
+                principal,
+                &groups,
+                client_id.as_deref(),
+                *source,
+                *operation,
+                resource,
+            ) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(errors) => {
+                    eprint!("{errors}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        PolicyCommand::ApiKeys => {
+            let mut entries: Vec<_> = table::all().collect();
+            entries.sort_by_key(|a| a.key);
+            for a in entries {
+                let touches: Vec<String> = a
+                    .touches
+                    .iter()
+                    .map(|(op, kind)| format!("{op} {kind}"))
+                    .collect();
+                let touches = if touches.is_empty() {
+                    "(not checked)".to_owned()
+                } else {
+                    touches.join(", ")
+                };
+                let note = if a.note.is_empty() {
+                    String::new()
+                } else {
+                    format!("  — {}", a.note)
+                };
+                println!("{:>5}  {:<32} {touches}{note}", a.key, a.name);
+            }
+            ExitCode::SUCCESS
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! The events the interceptor records. One JSON object per event, `event` names its type.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc};
 
 use serde::Serialize;
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
@@ -9,16 +9,22 @@ use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 pub struct AuditRecord {
     /// RFC 3339, UTC.
     pub time: String,
+    /// The policy set in force: for a decision, the set that made it.
+    pub policy_version: Arc<str>,
     #[serde(flatten)]
     pub event: AuditEvent,
 }
 
 impl AuditRecord {
-    pub fn now(event: AuditEvent) -> Self {
+    pub fn now(event: AuditEvent, policy_version: Arc<str>) -> Self {
         let time = OffsetDateTime::now_utc()
             .format(&Rfc3339)
             .unwrap_or_else(|_| "unknown".into());
-        Self { time, event }
+        Self {
+            time,
+            policy_version,
+            event,
+        }
     }
 }
 
@@ -110,6 +116,43 @@ pub enum AuditEvent {
         mechanism: &'static str,
         detail: String,
     },
+    /// One policy decision: an operation of a request on one resource.
+    Decision {
+        session: u64,
+        client: SocketAddr,
+        principal: String,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        groups: Vec<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
+        api: &'static str,
+        correlation_id: i32,
+        operation: &'static str,
+        resource_type: &'static str,
+        resource: String,
+        /// `allow`, `deny` or `violation` (a blocking rule).
+        decision: &'static str,
+        /// The rule that decided; absent when nothing matched (default deny).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rule: Option<String>,
+        /// Where that rule is: `file:line` in the policy directory.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rule_source: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+    /// The policy directory was read again: a new set in force, or a set refused.
+    PolicyReload {
+        outcome: &'static str,
+        /// The version in force afterwards (the previous one when the new set was refused).
+        version: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        previous_version: Option<String>,
+        files: usize,
+        rules: usize,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        errors: Vec<String>,
+    },
     /// What the steering program did with a new connection.
     Kernel {
         kind: &'static str,
@@ -149,4 +192,7 @@ pub enum CloseReason {
     SessionExpired,
     /// The broker refused the interceptor's own credentials.
     UpstreamAuthFailed,
+    /// A request the policy layer cannot decide: an unknown api key, a malformed body, or a
+    /// broker-to-broker request the interceptor refuses and has no error answer for.
+    PolicyRefused,
 }

@@ -8,7 +8,10 @@ mod event;
 mod file;
 mod memory;
 
-use std::thread::JoinHandle;
+use std::{
+    sync::{Arc, RwLock},
+    thread::JoinHandle,
+};
 
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -39,6 +42,8 @@ pub trait AuditSink: Send + 'static {
 #[derive(Clone)]
 pub struct AuditLog {
     tx: mpsc::Sender<AuditRecord>,
+    /// The version of the policy set in force, stamped on every record.
+    policy_version: Arc<RwLock<Arc<str>>>,
 }
 
 /// Owns the writer thread; [`AuditWriter::finish`] drains and flushes.
@@ -68,19 +73,48 @@ impl AuditLog {
                 }
             })
             .expect("spawning the audit writer thread");
-        (Self { tx }, AuditWriter { thread })
+        let policy_version = Arc::new(RwLock::new(Arc::from("none")));
+        (Self { tx, policy_version }, AuditWriter { thread })
+    }
+
+    /// From now on, records not made by a decision carry this policy version.
+    pub fn set_policy_version(&self, version: Arc<str>) {
+        match self.policy_version.write() {
+            Ok(mut v) => *v = version,
+            Err(poisoned) => *poisoned.into_inner() = version,
+        }
+    }
+
+    fn current_version(&self) -> Arc<str> {
+        match self.policy_version.read() {
+            Ok(v) => Arc::clone(&v),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
     }
 
     /// Records an event; waits while the queue is full.
     pub async fn emit(&self, event: AuditEvent) {
-        if self.tx.send(AuditRecord::now(event)).await.is_err() {
+        let version = self.current_version();
+        self.emit_under(event, version).await;
+    }
+
+    /// Records an event made under a given policy version (a decision records the version of
+    /// the set that made it, even if a reload has happened since).
+    pub async fn emit_under(&self, event: AuditEvent, policy_version: Arc<str>) {
+        if self
+            .tx
+            .send(AuditRecord::now(event, policy_version))
+            .await
+            .is_err()
+        {
             tracing::error!("audit writer is gone; event lost");
         }
     }
 
     /// Records an event from synchronous code (start-up, shutdown).
     pub fn emit_blocking(&self, event: AuditEvent) {
-        if self.tx.blocking_send(AuditRecord::now(event)).is_err() {
+        let record = AuditRecord::now(event, self.current_version());
+        if self.tx.blocking_send(record).is_err() {
             tracing::error!("audit writer is gone; event lost");
         }
     }

@@ -1,6 +1,7 @@
 //! ApiVersions response trimming: clients must only pick versions this build can decode.
 //!
-//! Each advertised api key is capped at min(broker max, the `kafka-protocol` crate's max);
+//! Each advertised api key is capped at min(broker max, the `kafka-protocol` crate's max, the
+//! highest version the policy layer parses);
 //! a key whose broker minimum is above the crate's max, or that the crate does not know
 //! (vendor keys ≥ 10000, keys newer than the crate), is removed. Minimums are never raised:
 //! Kafka 4 brokers still advertise Produce v0 for librdkafka's sake (KAFKA-18659). Every other
@@ -157,11 +158,14 @@ fn cap_to_decodable(api_keys: &mut Vec<ApiVersion>) -> bool {
     capped || api_keys.len() != advertised
 }
 
-/// The highest version of `api_key` the crate decodes, `None` for a key it does not know.
+/// The highest version of `api_key` this build handles: what the crate decodes and the
+/// policy layer parses (its table); `None` for a key the crate does not know.
 pub fn decodable_max(api_key: i16) -> Option<i16> {
-    ApiKey::try_from(api_key)
+    let crate_max = ApiKey::try_from(api_key)
         .ok()
-        .map(|key| key.valid_versions().max)
+        .map(|key| key.valid_versions().max)?;
+    let parsed_max = super::authz::api_access(api_key).map_or(crate_max, |a| a.max_version);
+    Some(crate_max.min(parsed_max))
 }
 
 fn encode_frame(

@@ -26,14 +26,33 @@ pub struct Expected {
     pub api_version: i16,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub enum Pending {
     Upstream(Expected),
+    /// A request forwarded upstream whose response is changed before the client sees it
+    /// (merged with the interceptor's errors for a refused part, or filtered).
+    Rewritten(Expected, ResponseFilter),
     /// A complete response frame (length prefix included) made by the interceptor.
     Local(Bytes),
     /// An acks=0 Produce with this correlation id: no response is due, but a broker may send
     /// one anyway.
     Unanswered(i32),
+}
+
+/// The change to make to a response; two are never equal (tests compare queues without
+/// them).
+pub struct ResponseFilter(pub crate::kafka::authz::ResponseRewrite);
+
+impl std::fmt::Debug for ResponseFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ResponseFilter")
+    }
+}
+
+impl PartialEq for ResponseFilter {
+    fn eq(&self, _: &Self) -> bool {
+        false
+    }
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]

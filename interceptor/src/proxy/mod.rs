@@ -1,6 +1,8 @@
 //! Accepting client connections and running one session task per connection.
 
+mod access;
 mod auth;
+mod authorize;
 mod relay;
 mod session;
 mod upstream;

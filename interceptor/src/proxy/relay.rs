@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use super::{
     auth::{AuthStep, SessionAuth},
+    authorize::{RequestAuthz, ResponseAudit},
     write::write_frames,
 };
 use crate::{
@@ -26,10 +27,12 @@ use crate::{
             can_decode_response, rewrite_api_versions_response, unsupported_version_response,
             ServedApi,
         },
+        authz::{AuthzError, Outcome},
         frame::peek_frame_len,
         header::{response_correlation_id, API_VERSIONS_KEY},
         inflight::{
-            match_response, unsolicited, Expected, InFlightRx, InFlightTx, Pending, TryPushError,
+            match_response, unsolicited, Expected, InFlightRx, InFlightTx, Pending, ResponseFilter,
+            TryPushError,
         },
         produce::{produce_acks, PRODUCE_KEY},
         split_frame, RequestHeader,
@@ -92,6 +95,7 @@ pub async fn requests<R, W>(
     upstream: &mut W,
     in_flight: InFlightTx,
     auth: &mut SessionAuth,
+    authz: &mut RequestAuthz,
     chain: &FilterChain,
     limits: RelayLimits,
     bytes_in: &mut u64,
@@ -145,15 +149,40 @@ where
                     return RelayEnd::new(reason, detail);
                 }
             }
-            let verdict =
-                if header.api_key == API_VERSIONS_KEY && !can_decode_response(header.api_version) {
-                    // KIP-511: a version newer than this build knows gets what a broker sends for
-                    // a version newer than it knows (v0, UNSUPPORTED_VERSION, its ranges), and the
-                    // client retries with one both understand.
-                    Verdict::Respond(unsupported_version_response(header.correlation_id))
+            let (verdict, rewrite) = if header.api_key == API_VERSIONS_KEY {
+                if can_decode_response(header.api_version) {
+                    (Verdict::Forward(frame), None)
                 } else {
-                    chain.on_request(&header, frame)
+                    // KIP-511: a version newer than this build knows gets what a broker sends
+                    // for a version newer than it knows (v0, UNSUPPORTED_VERSION, its ranges),
+                    // and the client retries with one both understand.
+                    let answer = unsupported_version_response(header.correlation_id);
+                    (Verdict::Respond(answer), None)
+                }
+            } else {
+                let Some(identity) = auth.identity() else {
+                    // The authentication step passes nothing else before it has an identity.
+                    return RelayEnd::new(
+                        CloseReason::Unauthenticated,
+                        "request without an identity",
+                    );
                 };
+                match authz.authorize(identity, &header, &frame).await {
+                    Ok(Outcome::Forward) => (chain.on_request(&header, frame), None),
+                    Ok(Outcome::FilterResponse(rewrite)) => {
+                        (chain.on_request(&header, frame), Some(rewrite))
+                    }
+                    Ok(Outcome::Rewrite { frame, response }) => {
+                        (chain.on_request(&header, frame), response)
+                    }
+                    Ok(Outcome::Respond(answer)) => (Verdict::Respond(answer), None),
+                    Ok(Outcome::Drop) => (Verdict::Drop, None),
+                    Err(e) => {
+                        let _ = write_frames(upstream, &mut batch).await;
+                        return refused(e);
+                    }
+                }
+            };
             let pending = match verdict {
                 Verdict::Forward(frame) => {
                     let due = match expects_response(&header, &frame) {
@@ -162,14 +191,17 @@ where
                             return RelayEnd::new(CloseReason::ClientProtocolError, detail)
                         }
                     };
-                    let pending = if due {
-                        Pending::Upstream(Expected {
-                            correlation_id: header.correlation_id,
-                            api_key: header.api_key,
-                            api_version: header.api_version,
-                        })
-                    } else {
-                        Pending::Unanswered(header.correlation_id)
+                    let expected = Expected {
+                        correlation_id: header.correlation_id,
+                        api_key: header.api_key,
+                        api_version: header.api_version,
+                    };
+                    let pending = match (due, rewrite) {
+                        (false, _) => Pending::Unanswered(header.correlation_id),
+                        (true, None) => Pending::Upstream(expected),
+                        (true, Some(rewrite)) => {
+                            Pending::Rewritten(expected, ResponseFilter(rewrite))
+                        }
                     };
                     batch.push(frame);
                     Some(pending)
@@ -213,6 +245,20 @@ where
             Err(e) => return RelayEnd::new(CloseReason::ClientError, format!("read: {e}")),
         }
     }
+}
+
+/// How a request the policy layer cannot decide ends the connection. A client that sends
+/// what it cannot parse broke the protocol; a key it does not know, or a refusal the protocol
+/// has no error for, is the policy's refusal (the decision is in the audit trail).
+fn refused(e: AuthzError) -> RelayEnd {
+    let reason = match e {
+        AuthzError::Malformed { .. } | AuthzError::UnsupportedVersion { .. } => {
+            CloseReason::ClientProtocolError
+        }
+        AuthzError::UnknownApiKey(_) | AuthzError::Refused { .. } => CloseReason::PolicyRefused,
+        AuthzError::Response { .. } => CloseReason::UpstreamProtocolError,
+    };
+    RelayEnd::new(reason, e.to_string())
 }
 
 /// Whether the broker will answer this request: only acks=0 Produce goes unanswered.
@@ -271,6 +317,7 @@ pub async fn responses<R, W>(
     upstream: &mut R,
     client: &mut W,
     mut in_flight: InFlightRx,
+    audit: Option<ResponseAudit>,
     limits: RelayLimits,
     bytes_out: &mut u64,
 ) -> RelayEnd
@@ -280,7 +327,7 @@ where
 {
     let mut buf = BytesMut::with_capacity(limits.read_buffer_bytes);
     let mut batch: Vec<Bytes> = Vec::new();
-    let mut due: Option<Expected> = None;
+    let mut due: Option<(Expected, Option<ResponseFilter>)> = None;
     let mut passing: Option<Passing> = None;
     let mut unanswered = Unanswered::new(limits.max_unanswered);
     loop {
@@ -310,7 +357,10 @@ where
                         unanswered.push(id);
                         continue;
                     }
-                    Some(Pending::Upstream(expected)) => due = Some(expected),
+                    Some(Pending::Upstream(expected)) => due = Some((expected, None)),
+                    Some(Pending::Rewritten(expected, rewrite)) => {
+                        due = Some((expected, Some(rewrite)))
+                    }
                     None => {}
                 }
             }
@@ -335,7 +385,7 @@ where
                 continue;
             }
             unanswered.clear();
-            let Some(expected) = due.take() else {
+            let Some((expected, rewrite)) = due.take() else {
                 return RelayEnd::new(
                     CloseReason::UpstreamProtocolError,
                     unsolicited(&buf).to_string(),
@@ -344,7 +394,7 @@ where
             if let Err(e) = match_response(&expected, &buf) {
                 return RelayEnd::new(CloseReason::UpstreamProtocolError, e.to_string());
             }
-            if !needs_whole_frame(&expected) {
+            if rewrite.is_none() && !needs_whole_frame(&expected) {
                 passing = Some(Passing {
                     remaining: frame_len,
                     forward: true,
@@ -352,15 +402,27 @@ where
                 continue;
             }
             match split_frame(&mut buf, limits.max_frame_bytes) {
-                Ok(Some(frame)) => match response_frame(&expected, frame, limits.served) {
-                    Ok(frame) => batch.push(frame),
-                    Err(detail) => {
-                        return RelayEnd::new(CloseReason::UpstreamProtocolError, detail)
+                Ok(Some(frame)) => {
+                    let frame = match rewrite {
+                        Some(ResponseFilter(rewrite)) => {
+                            let rewritten = rewrite(frame);
+                            if let Some(audit) = &audit {
+                                audit.flush().await;
+                            }
+                            rewritten.map_err(|e| e.to_string())
+                        }
+                        None => response_frame(&expected, frame, limits.served),
+                    };
+                    match frame {
+                        Ok(frame) => batch.push(frame),
+                        Err(detail) => {
+                            return RelayEnd::new(CloseReason::UpstreamProtocolError, detail)
+                        }
                     }
-                },
+                }
                 Ok(None) => {
                     // Checked already; wait for the rest of it.
-                    due = Some(expected);
+                    due = Some((expected, rewrite));
                     break;
                 }
                 Err(e) => return RelayEnd::new(CloseReason::UpstreamProtocolError, e.to_string()),
@@ -388,7 +450,10 @@ where
                     match next {
                         Some(Pending::Local(frame)) => batch.push(frame),
                         Some(Pending::Unanswered(id)) => unanswered.push(id),
-                        Some(Pending::Upstream(expected)) => due = Some(expected),
+                        Some(Pending::Upstream(expected)) => due = Some((expected, None)),
+                        Some(Pending::Rewritten(expected, rewrite)) => {
+                            due = Some((expected, Some(rewrite)))
+                        }
                         None => return RelayEnd::clean(CloseReason::ClientClosed),
                     }
                     continue;
@@ -405,7 +470,7 @@ where
             }
             Ok(0) => {
                 return match due {
-                    Some(expected) => RelayEnd::new(
+                    Some((expected, _)) => RelayEnd::new(
                         CloseReason::UpstreamClosed,
                         format!(
                             "broker closed with the response to correlation id {} due",
@@ -558,6 +623,36 @@ mod tests {
         })
     }
 
+    /// A policy that allows everything to everyone: the relay tests are about framing.
+    pub(crate) const ALLOW_ALL: &str = "TODO";
+
+    fn allow_all() -> RequestAuthz {
+        let set = crate::policy::PolicySet::from_files(&[(
+            std::path::PathBuf::from("all.yaml"),
+            ALLOW_ALL.to_owned(),
+        )])
+        .expect("the allow-all policy loads");
+        let policy = crate::policy::watch::PolicyHandle::fixed(set);
+        let (audit, _writer) =
+            crate::audit::AuditLog::start(crate::audit::MemorySink::default(), 64);
+        let check = std::sync::Arc::new(super::super::access::SessionCheck::new(
+            1,
+            "127.0.0.1:1".parse().unwrap(),
+            policy.current(),
+            crate::kafka::records::RecordLimits {
+                max_decompressed_bytes: 1 << 20,
+                max_records_per_batch: 1000,
+            },
+        ));
+        RequestAuthz::new(
+            check,
+            std::sync::Arc::new(crate::kafka::authz::TopicIds::new(16)),
+            policy,
+            Default::default(),
+            audit,
+        )
+    }
+
     /// Runs the request direction over `input`; returns its end, what reached the broker, and
     /// the entries it queued.
     async fn relay_requests(input: &[u8]) -> (RelayEnd, Vec<u8>, Vec<Pending>, u64) {
@@ -570,6 +665,7 @@ mod tests {
             &mut broker,
             tx,
             &mut anonymous(),
+            &mut allow_all(),
             &FilterChain::default(),
             LIMITS,
             &mut bytes_in,
@@ -646,7 +742,7 @@ mod tests {
         let mut upstream = broker;
         let mut client = Vec::new();
         let mut bytes_out = 0;
-        let end = responses(&mut upstream, &mut client, rx, LIMITS, &mut bytes_out).await;
+        let end = responses(&mut upstream, &mut client, rx, None, LIMITS, &mut bytes_out).await;
         assert_eq!(bytes_out, client.len() as u64);
         (end, client)
     }
@@ -706,7 +802,7 @@ mod tests {
         let (mut upstream, _broker) = tokio::io::duplex(64);
         let mut client = Vec::new();
         let mut bytes_out = 0;
-        let responses = responses(&mut upstream, &mut client, rx, LIMITS, &mut bytes_out);
+        let responses = responses(&mut upstream, &mut client, rx, None, LIMITS, &mut bytes_out);
         let requests = async move {
             for id in 0..100 {
                 tx.push(Pending::Unanswered(id)).await.unwrap();
@@ -736,7 +832,7 @@ mod tests {
                 max_frame_bytes: 1 << 20,
                 ..LIMITS
             };
-            let end = responses(&mut up_rd, &mut client_wr, rx, limits, &mut bytes_out).await;
+            let end = responses(&mut up_rd, &mut client_wr, rx, None, limits, &mut bytes_out).await;
             (end, bytes_out)
         });
         broker.write_all(&answer[..5_000]).await.unwrap();

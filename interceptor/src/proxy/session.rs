@@ -13,7 +13,9 @@ use tokio::{
 };
 
 use super::{
+    access::SessionCheck,
     auth::{Authenticator, ListenerAuth, SessionAuth},
+    authorize::RequestAuthz,
     relay::{self, RelayEnd, RelayLimits},
     upstream,
 };
@@ -23,7 +25,14 @@ use crate::{
     config::{Config, Listener, UpstreamMechanism},
     ebpf::ExemptRegistry,
     filter::FilterChain,
-    kafka::{inflight::in_flight, sasl::secrets::UpstreamSecrets, sasl::upstream as broker_auth},
+    kafka::{
+        authz::{AuthzSettings, TopicIds},
+        inflight::in_flight,
+        records::RecordLimits,
+        sasl::secrets::UpstreamSecrets,
+        sasl::upstream as broker_auth,
+    },
+    policy::watch::PolicyHandle,
 };
 
 /// How a connection's broker is found.
@@ -45,6 +54,10 @@ pub struct SessionContext {
     pub authenticator: Arc<Authenticator>,
     /// The interceptor's own credentials towards the broker (`None`: the broker wants none).
     pub broker_credentials: Option<UpstreamSecrets>,
+    /// The policy set in force.
+    pub policy: PolicyHandle,
+    /// Topic ids learnt from Metadata responses, for requests that name topics by id.
+    pub topic_ids: Arc<TopicIds>,
 }
 
 /// The client id the interceptor's own SASL requests carry (visible in broker logs).
@@ -159,6 +172,26 @@ pub async fn serve(
         session,
         client_addr.0,
     );
+    let policy_config = &ctx.config.policy;
+    let check = Arc::new(SessionCheck::new(
+        session,
+        client_addr.0,
+        ctx.policy.current(),
+        RecordLimits {
+            max_decompressed_bytes: policy_config.max_decompressed_batch_bytes,
+            max_records_per_batch: policy_config.max_records_per_batch,
+        },
+    ));
+    let mut authz = RequestAuthz::new(
+        check,
+        Arc::clone(&ctx.topic_ids),
+        ctx.policy.clone(),
+        AuthzSettings {
+            allow_unknown_api_keys: policy_config.allow_unknown_api_keys,
+        },
+        ctx.audit.clone(),
+    );
+    let response_audit = authz.response_audit();
     let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
     let end = {
         let (mut client_rd, mut client_wr) = client.split();
@@ -169,12 +202,19 @@ pub async fn serve(
             &mut up_wr,
             tx,
             &mut auth,
+            &mut authz,
             &ctx.chain,
             relay_limits,
             &mut bytes_in,
         );
-        let responses =
-            relay::responses(&mut up_rd, &mut client_wr, rx, relay_limits, &mut bytes_out);
+        let responses = relay::responses(
+            &mut up_rd,
+            &mut client_wr,
+            rx,
+            Some(response_audit),
+            relay_limits,
+            &mut bytes_out,
+        );
         tokio::pin!(requests, responses);
         // A broker closes on end of stream and drops responses still due; so does a session.
         tokio::select! {

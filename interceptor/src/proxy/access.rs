@@ -1,0 +1,271 @@
+//! The session's answer to "may this request do that": the policy set in force, the
+//! session's identity and the request's client id, with every decision kept for the audit
+//! trail. One per connection; the request direction points it at each request in turn
+//! ([`SessionCheck::begin`]) and hands the decisions to the audit log after each
+//! ([`SessionCheck::take_events`]); response rewrites that check (Metadata hiding topics) use
+//! the same object from the response direction.
+
+use std::{
+    net::SocketAddr,
+    ops::ControlFlow,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use super::auth::Identity;
+use crate::{
+    audit::AuditEvent,
+    kafka::{
+        authz::table::api_name,
+        records::{self, RecordLimits},
+        RequestHeader,
+    },
+    policy::{
+        watch::ActivePolicy, AccessCheck, Check, ContentRule, Operation, Resource, RuleRef, Subject,
+    },
+};
+
+pub struct SessionCheck {
+    session: u64,
+    client: SocketAddr,
+    record_limits: RecordLimits,
+    state: Mutex<State>,
+}
+
+struct State {
+    policy: Arc<ActivePolicy>,
+    principal: String,
+    groups: Vec<String>,
+    client_id: Option<String>,
+    api: &'static str,
+    correlation_id: i32,
+    events: Vec<AuditEvent>,
+    /// Decompression buffer for content rules, kept across requests.
+    scratch: Vec<u8>,
+}
+
+impl SessionCheck {
+    pub fn new(
+        session: u64,
+        client: SocketAddr,
+        policy: Arc<ActivePolicy>,
+        record_limits: RecordLimits,
+    ) -> Self {
+        Self {
+            session,
+            client,
+            record_limits,
+            state: Mutex::new(State {
+                policy,
+                principal: String::new(),
+                groups: Vec::new(),
+                client_id: None,
+                api: "",
+                correlation_id: 0,
+                events: Vec::new(),
+                scratch: Vec::new(),
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the state half-written in a way that
+        // matters (each field is replaced whole), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Points the check at the next request: the policy in force now, who sends it.
+    pub fn begin(&self, policy: Arc<ActivePolicy>, identity: &Identity, header: &RequestHeader) {
+        let mut s = self.state();
+        s.policy = policy;
+        if s.principal != identity.principal {
+            s.principal.clone_from(&identity.principal);
+        }
+        if s.groups != identity.groups {
+            s.groups.clone_from(&identity.groups);
+        }
+        let client_id = header.client_id.as_deref();
+        if s.client_id.as_deref().map(str::as_bytes) != client_id {
+            s.client_id = client_id.map(|c| String::from_utf8_lossy(c).into_owned());
+        }
+        s.api = api_name(header.api_key);
+        s.correlation_id = header.correlation_id;
+    }
+
+    /// The decisions made since the last call, with the version of the set that made them.
+    pub fn take_events(&self) -> (Vec<AuditEvent>, Arc<str>) {
+        let mut s = self.state();
+        (std::mem::take(&mut s.events), Arc::clone(&s.policy.version))
+    }
+}
+
+impl State {
+    fn record(
+        &mut self,
+        session: u64,
+        client: SocketAddr,
+        op: Operation,
+        resource: Resource<'_>,
+        check: Check,
+        rule: Option<&RuleRef>,
+        detail: Option<String>,
+    ) {
+        let decision = match check {
+            Check::Allowed => "allow",
+            Check::Denied => "deny",
+            Check::Violation => "violation",
+        };
+        self.events.push(AuditEvent::Decision {
+            session,
+            client,
+            principal: self.principal.clone(),
+            groups: self.groups.clone(),
+            client_id: self.client_id.clone(),
+            api: self.api,
+            correlation_id: self.correlation_id,
+            operation: op.as_str(),
+            resource_type: resource.kind.as_str(),
+            resource: resource.name.to_owned(),
+            decision,
+            rule: rule.map(|r| r.name.to_string()),
+            rule_source: rule.map(|r| format!("{}:{}", r.file, r.line)),
+            detail,
+        });
+    }
+}
+
+impl AccessCheck for SessionCheck {
+    fn check(&self, op: Operation, resource: Resource<'_>) -> Check {
+        let mut s = self.state();
+        let decision = {
+            let subject = Subject {
+                principal: &s.principal,
+                groups: &s.groups,
+                client_id: s.client_id.as_deref(),
+                source: self.client.ip(),
+            };
+            s.policy.set.decide(&subject, op, resource)
+        };
+        s.record(
+            self.session,
+            self.client,
+            op,
+            resource,
+            decision.check,
+            decision.rule.as_ref(),
+            None,
+        );
+        decision.check
+    }
+
+    fn check_records(&self, topic: &str, partition: i32, records: &[u8]) -> Check {
+        let mut s = self.state();
+        let limits = s.policy.set.topic_limits(topic);
+        if limits.max_batch_bytes.is_none()
+            && limits.max_record_bytes.is_none()
+            && limits.content.is_empty()
+        {
+            return Check::Allowed;
+        }
+        let mut scratch = std::mem::take(&mut s.scratch);
+        let verdict = inspect(records, &limits, &self.record_limits, &mut scratch);
+        s.scratch = scratch;
+        match verdict {
+            None => Check::Allowed,
+            Some((rule, detail)) => {
+                let detail = format!("partition {partition}: {detail}");
+                s.record(
+                    self.session,
+                    self.client,
+                    Operation::Produce,
+                    Resource::topic(topic),
+                    Check::Violation,
+                    Some(&rule),
+                    Some(detail),
+                );
+                Check::Violation
+            }
+        }
+    }
+}
+
+/// The first blocking rule the records break, and how. Records that cannot be read when a
+/// rule needs to read them break that rule: nothing passes unchecked.
+fn inspect(
+    records: &[u8],
+    limits: &crate::policy::TopicLimits,
+    record_limits: &RecordLimits,
+    scratch: &mut Vec<u8>,
+) -> Option<(RuleRef, String)> {
+    if let Some((max, rule)) = &limits.max_batch_bytes {
+        for batch in records::batches(records) {
+            match batch {
+                Ok(b) if b.batch_bytes as u64 > *max => {
+                    return Some((
+                        rule.clone(),
+                        format!("a batch of {} bytes exceeds {max}", b.batch_bytes),
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) => return Some((rule.clone(), format!("unreadable records: {e}"))),
+            }
+        }
+    }
+    if limits.max_record_bytes.is_none() && limits.content.is_empty() {
+        return None;
+    }
+    let scanned = records::scan(records, record_limits, scratch, |batch, record| {
+        if batch.control {
+            return ControlFlow::Continue(());
+        }
+        if let Some((max, rule)) = &limits.max_record_bytes {
+            let size = record.size();
+            if size as u64 > *max {
+                return ControlFlow::Break((
+                    rule.clone(),
+                    format!("a record of {size} bytes exceeds {max}"),
+                ));
+            }
+        }
+        for content in &limits.content {
+            if let Some(field) = forbidden_in(content, record) {
+                return ControlFlow::Break((
+                    content.rule.clone(),
+                    format!(
+                        "forbidden content \"{}\" in the record {field}",
+                        content.name
+                    ),
+                ));
+            }
+        }
+        ControlFlow::Continue(())
+    });
+    match scanned {
+        Ok(found) => found,
+        Err(e) => {
+            let rule = limits
+                .max_record_bytes
+                .as_ref()
+                .map(|(_, r)| r.clone())
+                .or_else(|| limits.content.first().map(|c| c.rule.clone()))?;
+            Some((rule, format!("unreadable records: {e}")))
+        }
+    }
+}
+
+/// Which field of the record holds forbidden content, if any.
+fn forbidden_in(rule: &ContentRule, record: &records::RecordView<'_>) -> Option<&'static str> {
+    if rule.in_key && record.key.is_some_and(|k| rule.matches(k)) {
+        return Some("key");
+    }
+    if rule.in_value && record.value.is_some_and(|v| rule.matches(v)) {
+        return Some("value");
+    }
+    if rule.in_headers
+        && record
+            .headers()
+            .any(|(_, value)| value.is_some_and(|v| rule.matches(v)))
+    {
+        return Some("header");
+    }
+    None
+}
