@@ -827,7 +827,28 @@ pub struct DaemonConfig {
     pub listener_settings: String,
     /// Extra TOML appended at the end (tables such as `[limits]`).
     pub extra: String,
+    /// The policy directory; `None`: the harness writes [`ALLOW_ALL_POLICY`] into the work
+    /// directory (the data-path tests are not about policy).
+    pub policy_dir: Option<PathBuf>,
+    /// More keys of the `[policy]` table (e.g. `rescan_secs = 1`); only with `policy_dir`.
+    pub policy_settings: String,
 }
+
+/// A policy that lets every identity, anonymous included, do everything a client can.
+pub const ALLOW_ALL_POLICY: &str = "\
+# Written by the test harness: the tests that use it are not about policy.
+rules:
+  - name: allow-everything
+    effect: allow
+    subjects:
+      principals: [\"*\", ANONYMOUS]
+    resources:
+      topics: [\"*\"]
+      groups: [\"*\"]
+      transactional_ids: [\"*\"]
+      cluster: true
+    operations: [\"*\"]
+";
 
 /// Listener settings that let clients in without authentication.
 pub const ANONYMOUS_LISTENER: &str = "sasl_mechanisms = []\nallow_anonymous = true\n";
@@ -840,7 +861,20 @@ impl DaemonConfig {
             fail_open: false,
             listener_settings: ANONYMOUS_LISTENER.into(),
             extra: String::new(),
+            policy_dir: None,
+            policy_settings: String::new(),
         }
+    }
+
+    pub fn policy_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.policy_dir = Some(dir.into());
+        self
+    }
+
+    pub fn policy_settings(mut self, toml: &str) -> Self {
+        self.policy_settings.push_str(toml);
+        self.policy_settings.push('\n');
+        self
     }
 
     pub fn fail_open(mut self, on: bool) -> Self {
@@ -878,6 +912,15 @@ impl DaemonConfig {
         if !self.extra.is_empty() {
             s.push('\n');
             s.push_str(&self.extra);
+        }
+        // Settings apply with a directory of the test's own; without one the harness
+        // writes the allow-all policy and its own table.
+        if let Some(dir) = &self.policy_dir {
+            s.push_str(&format!(
+                "\n[policy]\ndir = {:?}\n{}",
+                dir.display().to_string(),
+                self.policy_settings
+            ));
         }
         s
     }
@@ -930,11 +973,28 @@ impl Interceptor {
         }
         let config = work.join("interceptor.toml");
         let audit = work.join("audit.jsonl");
-        let text = format!(
+        let mut text = format!(
             "bpf_pin_dir = {:?}\n{config_body}\n\n[audit]\nfile = {:?}\n",
             pins.path().display().to_string(),
             audit.display().to_string()
         );
+        // Every daemon has a policy directory; tests that are not about policy get one that
+        // allows everything.
+        if !text.contains("\n[policy]\n") {
+            let dir = work.join("policies");
+            fs::create_dir_all(&dir)?;
+            fs::write(dir.join("allow-all.yaml"), ALLOW_ALL_POLICY)?;
+            text.push_str(&format!(
+                "\n[policy]\ndir = {:?}\n",
+                dir.display().to_string()
+            ));
+        }
+        // Daemons of parallel tests must not share the default admin socket.
+        let admin_socket = work.join("admin.sock");
+        text.push_str(&format!(
+            "\n[admin]\nsocket = {:?}\n",
+            admin_socket.display().to_string()
+        ));
         fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;
         Ok(Interceptor {
             netns: ns.path().to_path_buf(),
@@ -1055,6 +1115,23 @@ impl Interceptor {
 
     pub fn audit_path(&self) -> &Path {
         &self.audit
+    }
+
+    /// `interceptor status` against this daemon: its JSON answer.
+    pub fn status(&self) -> Result<Value> {
+        let out = Command::new(interceptor_bin())
+            .arg("status")
+            .arg("--config")
+            .arg(&self.config)
+            .output()
+            .context("running interceptor status")?;
+        if !out.status.success() {
+            bail!(
+                "interceptor status failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        serde_json::from_slice(&out.stdout).context("interceptor status printed no JSON")
     }
 
     pub fn pin_dir(&self) -> &Path {
