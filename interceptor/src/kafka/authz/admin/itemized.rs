@@ -2,6 +2,8 @@
 //! (ACL creations and filters, partitions, quota entries, users): a refusal must list every
 //! item with the error, so these requests are parsed as far as their items.
 
+use std::collections::{HashMap, HashSet};
+
 use kafka_protocol::messages::{
     alter_client_quotas_response::{EntityData, EntryData},
     alter_replica_log_dirs_response::{
@@ -127,6 +129,9 @@ fn log_dirs<'f>(
     flexible: bool,
 ) -> Result<TopicPartitions<'f>, HeaderError> {
     let mut topics: TopicPartitions<'f> = Vec::new();
+    // Sets, not scans of the lists: a request may name very many partitions.
+    let mut index: HashMap<&'f str, usize> = HashMap::new();
+    let mut seen: HashSet<(usize, i32)> = HashSet::new();
     let dirs = r.count(flexible, min_bytes(flexible, 6, 3), "dirs")?;
     for _ in 0..dirs {
         r.string(flexible, "path")?;
@@ -135,19 +140,12 @@ fn log_dirs<'f>(
             let topic = name(r, frame, flexible, "topic")?;
             let partitions = i32s(r, flexible, "partitions")?;
             r.tagged(flexible, "topic tagged fields")?;
-            let at = match topics.iter().position(|(t, _)| *t == topic) {
-                Some(at) => at,
-                None => {
-                    topics.push((topic, Vec::new()));
-                    topics.len() - 1
-                }
-            };
+            let at = *index.entry(topic).or_insert_with(|| {
+                topics.push((topic, Vec::new()));
+                topics.len() - 1
+            });
             if let Some((_, known)) = topics.get_mut(at) {
-                for p in partitions {
-                    if !known.contains(&p) {
-                        known.push(p);
-                    }
-                }
+                known.extend(partitions.into_iter().filter(|&p| seen.insert((at, p))));
             }
         }
         r.tagged(flexible, "dir tagged fields")?;
@@ -186,8 +184,9 @@ fn scram_users<'f>(
     flexible: bool,
 ) -> Result<Vec<&'f str>, HeaderError> {
     let mut users: Vec<&'f str> = Vec::new();
+    let mut seen: HashSet<&'f str> = HashSet::new();
     let mut add = |user: &'f str| {
-        if !users.contains(&user) {
+        if seen.insert(user) {
             users.push(user);
         }
     };

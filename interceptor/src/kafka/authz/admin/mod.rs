@@ -57,6 +57,8 @@ const CLUSTER_ACTION_CLOSES: &str =
     "broker-to-broker; refused: connection closed (the answer has no top-level error)";
 const CLUSTER_ACTION_ANSWERS: &str =
     "broker-to-broker or controller; refused: CLUSTER_AUTHORIZATION_FAILED";
+const CONFIG_NOTE: &str = "per resource: topic, group, or the cluster for broker, broker-logger \
+                           and client-metrics resources; an unknown type gets INVALID_REQUEST";
 
 /// Every key this module owns. `max_version` is the crate's highest version: every parser here
 /// handles all versions from the crate's minimum to its maximum.
@@ -65,7 +67,8 @@ pub const TABLE: &[ApiAccess] = &[
     entry(19, "CreateTopics", &[(Create, Topic)], 7,
         "per topic; refused topics are answered by the interceptor, the rest forwarded"),
     entry(20, "DeleteTopics", &[(Delete, Topic)], 6,
-        "per topic; v6 topic ids are resolved from learned Metadata, an unknown id gets UNKNOWN_TOPIC_ID"),
+        "per topic; v6 topic ids are resolved from learned Metadata, an unknown id gets \
+         UNKNOWN_TOPIC_ID"),
     entry(21, "DeleteRecords", &[(DeleteRecords, Topic)], 2, "per topic"),
     entry(27, "WriteTxnMarkers", ON_CLUSTER_ACTION, 1, CLUSTER_ACTION_CLOSES),
     entry(29, "DescribeAcls", ON_CLUSTER_DESCRIBE, 3, "Kafka's Describe on the cluster"),
@@ -74,16 +77,17 @@ pub const TABLE: &[ApiAccess] = &[
     entry(31, "DeleteAcls", ON_CLUSTER_ALTER, 3,
         "Kafka's Alter on the cluster; refused: every filter carries the error"),
     entry(32, "DescribeConfigs", CONFIG_KINDS_DESCRIBE, 4,
-        "per resource: topic, group, or the cluster for broker, broker-logger and client-metrics resources"),
+        CONFIG_NOTE),
     entry(33, "AlterConfigs", CONFIG_KINDS_ALTER, 2,
-        "per resource: topic, group, or the cluster for broker, broker-logger and client-metrics resources"),
+        CONFIG_NOTE),
     entry(34, "AlterReplicaLogDirs", ON_CLUSTER_ALTER, 2,
         "refused: every partition carries the error"),
     entry(35, "DescribeLogDirs", ON_CLUSTER_DESCRIBE, 4,
         "refused: v1-2 get an empty answer, as Kafka gives"),
     entry(37, "CreatePartitions", &[(Alter, Topic)], 3, "per topic"),
     entry(38, "CreateDelegationToken", ON_CLUSTER_ALTER, 3,
-        "Kafka checks tokens per owner (CreateTokens on a user); the interceptor asks alter on the cluster"),
+        "Kafka checks tokens per owner (CreateTokens on a user); the interceptor asks alter \
+         on the cluster"),
     entry(39, "RenewDelegationToken", ON_CLUSTER_ALTER, 2,
         "Kafka checks the token's owner; the interceptor asks alter on the cluster"),
     entry(40, "ExpireDelegationToken", ON_CLUSTER_ALTER, 2,
@@ -91,9 +95,10 @@ pub const TABLE: &[ApiAccess] = &[
     entry(41, "DescribeDelegationToken", ON_CLUSTER_DESCRIBE, 3,
         "Kafka checks DescribeTokens per owner; the interceptor asks describe on the cluster"),
     entry(43, "ElectLeaders", ON_CLUSTER_ALTER, 2,
-        "refused: every partition carries the error; a v0 election of all partitions closes the connection"),
+        "refused: every partition carries the error; a v0 election of all partitions closes \
+         the connection"),
     entry(44, "IncrementalAlterConfigs", CONFIG_KINDS_ALTER, 1,
-        "per resource: topic, group, or the cluster for broker, broker-logger and client-metrics resources"),
+        CONFIG_NOTE),
     entry(45, "AlterPartitionReassignments", ON_CLUSTER_ALTER, 1, ""),
     entry(46, "ListPartitionReassignments", ON_CLUSTER_DESCRIBE, 0, ""),
     entry(48, "DescribeClientQuotas", &[(DescribeConfigs, Cluster)], 1, ""),
@@ -111,7 +116,8 @@ pub const TABLE: &[ApiAccess] = &[
     entry(58, "Envelope", ON_CLUSTER_ACTION, 0, CLUSTER_ACTION_ANSWERS),
     entry(59, "FetchSnapshot", ON_CLUSTER_ACTION, 1, CLUSTER_ACTION_ANSWERS),
     entry(60, "DescribeCluster", ON_CLUSTER_DESCRIBE, 2,
-        "Kafka itself answers it without a check (Admin.describeCluster); the interceptor asks describe on the cluster"),
+        "Kafka itself answers it without a check (Admin.describeCluster); the interceptor \
+         asks describe on the cluster"),
     entry(62, "BrokerRegistration", ON_CLUSTER_ACTION, 4, CLUSTER_ACTION_ANSWERS),
     entry(63, "BrokerHeartbeat", ON_CLUSTER_ACTION, 1, CLUSTER_ACTION_ANSWERS),
     entry(64, "UnregisterBroker", ON_CLUSTER_ALTER, 0,

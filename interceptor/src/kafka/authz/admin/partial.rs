@@ -240,6 +240,12 @@ pub(super) fn decide<T: ListResponse>(
         *body.list() = items.items.into_iter().filter_map(|(_, r)| r).collect();
         return respond(request, &body);
     }
+    tracing::debug!(
+        api = request.api_name(),
+        forwarded = kept,
+        refused = items.items.len() - kept,
+        "forwarding the allowed part of a request"
+    );
     let mut splice = Splice::new(request.frame);
     splice.copy_to(items.count_at);
     splice.put_count(kept, request.flexible());

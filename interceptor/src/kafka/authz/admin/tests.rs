@@ -1131,6 +1131,58 @@ fn refused_cluster_items_list_every_item() {
 }
 
 #[test]
+fn a_partition_or_user_named_twice_is_listed_once() {
+    let dir = |path: &'static str, partitions: Vec<i32>| {
+        alter_replica_log_dirs_request::AlterReplicaLogDir::default()
+            .with_path(s(path))
+            .with_topics(vec![
+                alter_replica_log_dirs_request::AlterReplicaLogDirTopic::default()
+                    .with_name(tn("orders"))
+                    .with_partitions(partitions),
+            ])
+    };
+    let request = AlterReplicaLogDirsRequest::default()
+        .with_dirs(vec![dir("/a", vec![0, 1]), dir("/b", vec![1, 2])]);
+    let Ok(Outcome::Respond(answer)) = run(
+        &frame(ApiKey::AlterReplicaLogDirs, 1, &encode(&request, 1)),
+        FakeCheck::always(Check::Denied),
+    ) else {
+        panic!("must be answered");
+    };
+    let (_, body): (_, AlterReplicaLogDirsResponse) =
+        decode_response(34, 1, &answer, "AlterReplicaLogDirs").unwrap();
+    assert_eq!(body.results.len(), 1);
+    let partitions: Vec<_> = body.results[0]
+        .partitions
+        .iter()
+        .map(|p| p.partition_index)
+        .collect();
+    assert_eq!(partitions, [0, 1, 2]);
+
+    let request = AlterUserScramCredentialsRequest::default()
+        .with_deletions(vec![
+            alter_user_scram_credentials_request::ScramCredentialDeletion::default()
+                .with_name(s("alice")),
+        ])
+        .with_upsertions(vec![
+            alter_user_scram_credentials_request::ScramCredentialUpsertion::default()
+                .with_name(s("alice")),
+            alter_user_scram_credentials_request::ScramCredentialUpsertion::default()
+                .with_name(s("bob")),
+        ]);
+    let Ok(Outcome::Respond(answer)) = run(
+        &frame(ApiKey::AlterUserScramCredentials, 0, &encode(&request, 0)),
+        FakeCheck::always(Check::Denied),
+    ) else {
+        panic!("must be answered");
+    };
+    let (_, body): (_, AlterUserScramCredentialsResponse) =
+        decode_response(51, 0, &answer, "AlterUserScramCredentials").unwrap();
+    let users: Vec<_> = body.results.iter().map(|r| r.user.to_string()).collect();
+    assert_eq!(users, ["alice", "bob"]);
+}
+
+#[test]
 fn electing_every_leader_at_v0_closes_the_connection() {
     let body = encode(
         &ElectLeadersRequest::default().with_topic_partitions(None),
