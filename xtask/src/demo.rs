@@ -224,15 +224,25 @@ pub fn steps() -> Vec<Step> {
             },
         },
         Step {
-            title: "the analyst (group analysts) writes to orders: refused by policy (confluent-kafka)",
+            title:
+                "the analyst (group analysts) writes to orders: refused by policy (confluent-kafka)",
             run: |d| {
                 let refused = d.client_as(
                     ANALYST_ID,
                     ANALYST_SECRET,
                     Lib::Confluent,
                     &[
-                        "produce", "--topic", "orders", "--seed", "analyst", "--count", "3",
-                        "--acks", "1", "--timeout", "20",
+                        "produce",
+                        "--topic",
+                        "orders",
+                        "--seed",
+                        "analyst",
+                        "--count",
+                        "3",
+                        "--acks",
+                        "1",
+                        "--timeout",
+                        "20",
                     ],
                 );
                 match refused {
@@ -269,8 +279,9 @@ pub fn steps() -> Vec<Step> {
                 let file = input.to_string_lossy().into_owned();
                 match d.kcat(&["-P", "-t", "payments", "-p", "0", "-z", "gzip", "-l", &file]) {
                     Ok(out) => bail!("the record was accepted: {out}"),
-                    Err(e) if format!("{e:#}").contains("POLICY_VIOLATION")
-                        || format!("{e:#}").contains("policy") =>
+                    Err(e)
+                        if format!("{e:#}").contains("POLICY_VIOLATION")
+                            || format!("{e:#}").contains("policy") =>
                     {
                         Ok("POLICY_VIOLATION (44), rule no-cloud-keys in the audit trail".into())
                     }
