@@ -539,3 +539,132 @@ pub(crate) fn keyed_plans(topics: &[TopicSpan<'_>], plans: Vec<Plan>) -> Vec<(Ke
 pub(crate) fn topic_name(name: &str) -> kafka_protocol::messages::TopicName {
     kafka_protocol::protocol::StrBytes::from_string(name.to_owned()).into()
 }
+
+/// How a topic array's elements name their topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Naming {
+    Name,
+    Id,
+}
+
+/// Reads one partition element (tagged fields included) and returns its index.
+pub(crate) type PartReader<'r, 'a> = &'r mut dyn FnMut(&mut Reader<'a>) -> Result<i32, HeaderError>;
+
+/// Reads a topic array whose elements are a name or id, optionally a partition array read by
+/// `part` (each at least `part_min` bytes), and tagged fields when flexible.
+pub(crate) fn parse_topic_array<'a>(
+    r: &mut Reader<'a>,
+    frame: &'a [u8],
+    flexible: bool,
+    naming: Naming,
+    mut part: Option<(PartReader<'_, 'a>, usize)>,
+) -> Result<(ArraySpan, Vec<TopicSpan<'a>>), HeaderError> {
+    let name_min = match naming {
+        Naming::Id => 16,
+        Naming::Name => min_bytes(flexible, 2, 1),
+    };
+    let topic_min = name_min
+        + part.as_ref().map_or(0, |_| min_bytes(flexible, 4, 1))
+        + usize::from(flexible);
+    let count_at = r.pos();
+    let n = r.count(flexible, topic_min, "topics")?;
+    let count = count_at..r.pos();
+    let mut topics = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = r.pos();
+        let (name, id) = match naming {
+            Naming::Id => (None, r.uuid("topic id")?),
+            Naming::Name => {
+                let range = r.string(flexible, "topic name")?;
+                (Some(utf8(frame, range, "topic name")?), [0; 16])
+            }
+        };
+        let parts_at = r.pos();
+        let mut parts = Vec::new();
+        if let Some((read, part_min)) = part.as_mut() {
+            let np = r.count(flexible, *part_min, "partitions")?;
+            parts.reserve_exact(np);
+            for _ in 0..np {
+                let part_start = r.pos();
+                let index = read(r)?;
+                parts.push(PartSpan::new(index, part_start..r.pos()));
+            }
+        }
+        let parts_count = parts_at..parts.first().map_or(r.pos(), |p| p.span.start);
+        r.tagged(flexible, "topic tagged fields")?;
+        topics.push(TopicSpan {
+            name,
+            id,
+            span: start..r.pos(),
+            parts_count,
+            parts,
+        });
+    }
+    Ok((
+        ArraySpan {
+            count,
+            end: r.pos(),
+        },
+        topics,
+    ))
+}
+
+/// A response made of per-topic entries.
+pub(crate) trait TopicsResponse:
+    kafka_protocol::protocol::Encodable + kafka_protocol::protocol::Decodable + Default + 'static
+{
+    type Topic: TopicEntry;
+    fn topics(&mut self) -> &mut Vec<Self::Topic>;
+}
+
+/// The outcome for a request whose topics are answered per topic (and partition): forwarded
+/// untouched, answered by the interceptor, or spliced with the broker's answer merged.
+pub(crate) fn answer<R: TopicsResponse>(
+    request: &Request<'_>,
+    array: &ArraySpan,
+    topics: &[TopicSpan<'_>],
+    plans: Vec<Plan>,
+    flexible: bool,
+    by_id: bool,
+) -> Result<Outcome, AuthzError> {
+    let key = request.header.api_key;
+    let version = request.header.api_version;
+    let api = request.api_name();
+    match verdict(&plans) {
+        Verdict::AllForwarded => Ok(Outcome::Forward),
+        Verdict::NoneForwarded => {
+            let mut body = R::default();
+            *body.topics() = merge_topics(Vec::new(), &keyed_plans(topics, plans), by_id);
+            let frame = super::response::encode_response(
+                key,
+                version,
+                request.header.correlation_id,
+                &body,
+                api,
+            )?;
+            Ok(Outcome::Respond(frame))
+        }
+        Verdict::Some => {
+            let frame = splice_topics(
+                request.frame,
+                array,
+                topics,
+                flexible,
+                |t| plans[t].forwards(),
+                |t, p| plans[t].forwards_part(p),
+            )
+            .finish();
+            let plan = keyed_plans(topics, plans);
+            Ok(Outcome::Rewrite {
+                frame,
+                response: Some(Box::new(move |answer| {
+                    let (correlation_id, mut body): (i32, R) =
+                        super::response::decode_response(key, version, &answer, api)?;
+                    let broker = std::mem::take(body.topics());
+                    *body.topics() = merge_topics(broker, &plan, by_id);
+                    super::response::encode_response(key, version, correlation_id, &body, api)
+                })),
+            })
+        }
+    }
+}
