@@ -55,10 +55,8 @@ fn parse(frame: &[u8], body: usize, version: i16) -> Result<Parsed<'_>, HeaderEr
     } else {
         -1
     };
-    r.i32("max wait")?;
-    r.i32("min bytes")?;
-    r.i32("max bytes")?;
-    r.i8("isolation level")?;
+    // max wait, min bytes, max bytes, isolation level
+    r.skip(13, "fetch limits")?;
     let (session_id, session_epoch) = if version >= 7 {
         (r.i32("session id")?, r.i32("session epoch")?)
     } else {
@@ -110,7 +108,10 @@ fn parse(frame: &[u8], body: usize, version: i16) -> Result<Parsed<'_>, HeaderEr
     })
 }
 
-pub(super) fn authorize(request: &Request<'_>, ctx: &mut Context<'_>) -> Result<Outcome, AuthzError> {
+pub(super) fn authorize(
+    request: &Request<'_>,
+    ctx: &mut Context<'_>,
+) -> Result<Outcome, AuthzError> {
     let version = request.header.api_version;
     let frame: &[u8] = request.frame;
     let parsed =
@@ -163,7 +164,9 @@ pub(super) fn authorize(request: &Request<'_>, ctx: &mut Context<'_>) -> Result<
     let verdict = verdict(&plans);
     if sessions && !incremental {
         if verdict == Verdict::NoneForwarded {
-            ctx.state.fetch.full_fetch_answered_locally(parsed.session_id);
+            ctx.state
+                .fetch
+                .full_fetch_answered_locally(parsed.session_id);
         } else {
             let state = &mut ctx.state.fetch;
             state.full_fetch(parsed.session_id, parsed.session_epoch, generation);
@@ -275,7 +278,11 @@ mod tests {
                 version,
                 replica: -1,
                 session: (0, if version >= 7 { 0 } else { -1 }),
-                topics: vec![("a", 1, vec![0, 1]), ("secret", 2, vec![0]), ("b", 3, vec![2])],
+                topics: vec![
+                    ("a", 1, vec![0, 1]),
+                    ("secret", 2, vec![0]),
+                    ("b", 3, vec![2]),
+                ],
             }
         }
 
@@ -382,7 +389,10 @@ mod tests {
     fn allowed_fetches_are_forwarded() {
         for version in VERSIONS {
             let mut h = harness(Fake::allow_all());
-            assert!(matches!(h.run(&Req::new(version).frame()).unwrap(), Outcome::Forward));
+            assert!(matches!(
+                h.run(&Req::new(version).frame()).unwrap(),
+                Outcome::Forward
+            ));
             assert_eq!(
                 h.fake.calls(),
                 ["consume topic:a", "consume topic:secret", "consume topic:b"],
@@ -450,7 +460,9 @@ mod tests {
             let resp: FetchResponse = decode_answer(ApiKey::Fetch, version, &out);
             assert_eq!(resp.session_id, 0);
             assert_eq!(codes(&resp).len(), 4);
-            assert!(codes(&resp).iter().all(|c| c.2 == TOPIC_AUTHORIZATION_FAILED));
+            assert!(codes(&resp)
+                .iter()
+                .all(|c| c.2 == TOPIC_AUTHORIZATION_FAILED));
         }
     }
 
@@ -462,11 +474,16 @@ mod tests {
             let mut h = harness(Fake::allow_all());
             assert!(matches!(h.run(&req.frame()).unwrap(), Outcome::Forward));
             assert_eq!(h.fake.calls(), ["cluster-action cluster:kafka-cluster"]);
-            let mut h = harness(Fake::denying(&[(Operation::ClusterAction, "kafka-cluster")]));
+            let mut h = harness(Fake::denying(&[(
+                Operation::ClusterAction,
+                "kafka-cluster",
+            )]));
             let out = respond_frame(h.run(&req.frame()).unwrap());
             let resp: FetchResponse = decode_answer(ApiKey::Fetch, version, &out);
             assert_eq!(codes(&resp).len(), 4, "v{version}");
-            assert!(codes(&resp).iter().all(|c| c.2 == TOPIC_AUTHORIZATION_FAILED));
+            assert!(codes(&resp)
+                .iter()
+                .all(|c| c.2 == TOPIC_AUTHORIZATION_FAILED));
         }
     }
 

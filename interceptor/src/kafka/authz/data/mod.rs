@@ -306,7 +306,10 @@ pub(crate) fn splice_topics<'a>(
 ) -> Splice<'a> {
     let mut s = Splice::new(frame);
     s.copy_to(array.count.start);
-    s.put_count((0..topics.len()).filter(|&t| keep_topic(t)).count(), flexible);
+    s.put_count(
+        (0..topics.len()).filter(|&t| keep_topic(t)).count(),
+        flexible,
+    );
     s.skip_to(array.count.end);
     for (t, topic) in topics.iter().enumerate() {
         if !keep_topic(t) {
@@ -325,7 +328,10 @@ pub(crate) fn splice_topics<'a>(
                 s.copy(part.span.clone());
             }
         }
-        let tail = topic.parts.last().map_or(topic.parts_count.end, |p| p.span.end);
+        let tail = topic
+            .parts
+            .last()
+            .map_or(topic.parts_count.end, |p| p.span.end);
         s.copy(tail..topic.span.end);
     }
     s.skip_to(array.end);
@@ -360,6 +366,10 @@ pub(crate) trait TopicEntry: Sized {
     fn refused_part(index: i32, refusal: Refusal) -> Self::Part;
     /// An entry for a topic the broker never saw.
     fn new_entry(key: &Key, parts: Vec<Self::Part>) -> Self;
+    /// An entry for a topic refused whole.
+    fn refused_entry(key: &Key, _refusal: Refusal, parts: Vec<Self::Part>) -> Self {
+        Self::new_entry(key, parts)
+    }
 }
 
 /// The broker's answer for the forwarded topics, merged with the refused ones, in request
@@ -374,8 +384,9 @@ pub(crate) fn merge_topics<T: TopicEntry>(
     for (key, plan) in plan {
         match plan {
             Plan::Forwarded => out.extend(slots.take(key)),
-            Plan::Refused(refusal, parts) => out.push(T::new_entry(
+            Plan::Refused(refusal, parts) => out.push(T::refused_entry(
                 key,
+                *refusal,
                 parts
                     .iter()
                     .map(|&index| T::refused_part(index, *refusal))
@@ -563,9 +574,8 @@ pub(crate) fn parse_topic_array<'a>(
         Naming::Id => 16,
         Naming::Name => min_bytes(flexible, 2, 1),
     };
-    let topic_min = name_min
-        + part.as_ref().map_or(0, |_| min_bytes(flexible, 4, 1))
-        + usize::from(flexible);
+    let topic_min =
+        name_min + part.as_ref().map_or(0, |_| min_bytes(flexible, 4, 1)) + usize::from(flexible);
     let count_at = r.pos();
     let n = r.count(flexible, topic_min, "topics")?;
     let count = count_at..r.pos();

@@ -10,9 +10,8 @@ use kafka_protocol::messages::{
 };
 
 use super::{
-    answer, check_topics, message, parse_topic_array, resolve_all, topic_name, Key, Naming,
-    Plan, Refusal, TopicEntry, TopicsResponse, DESCRIBE_PRODUCERS, LIST_OFFSETS,
-    OFFSET_FOR_LEADER_EPOCH,
+    answer, check_topics, message, parse_topic_array, resolve_all, topic_name, Key, Naming, Plan,
+    Refusal, TopicEntry, TopicsResponse, DESCRIBE_PRODUCERS, LIST_OFFSETS, OFFSET_FOR_LEADER_EPOCH,
 };
 use crate::{
     kafka::{
@@ -22,7 +21,10 @@ use crate::{
     policy::{Operation, Resource, ResourceKind},
 };
 
-pub(super) fn authorize(request: &Request<'_>, ctx: &mut Context<'_>) -> Result<Outcome, AuthzError> {
+pub(super) fn authorize(
+    request: &Request<'_>,
+    ctx: &mut Context<'_>,
+) -> Result<Outcome, AuthzError> {
     let version = request.header.api_version;
     let frame: &[u8] = request.frame;
     let malformed = |e| request.malformed(e);
@@ -96,7 +98,9 @@ pub(super) fn authorize(request: &Request<'_>, ctx: &mut Context<'_>) -> Result<
             .collect()
     };
     match key {
-        LIST_OFFSETS => answer::<ListOffsetsResponse>(request, &array, &topics, plans, flexible, false),
+        LIST_OFFSETS => {
+            answer::<ListOffsetsResponse>(request, &array, &topics, plans, flexible, false)
+        }
         OFFSET_FOR_LEADER_EPOCH => {
             answer::<OffsetForLeaderEpochResponse>(request, &array, &topics, plans, flexible, false)
         }
@@ -138,7 +142,9 @@ impl TopicEntry for ListOffsetsTopicResponse {
             .with_error_code(refusal.code)
     }
     fn new_entry(key: &Key, parts: Vec<Self::Part>) -> Self {
-        Self::default().with_name(name_of(key)).with_partitions(parts)
+        Self::default()
+            .with_name(name_of(key))
+            .with_partitions(parts)
     }
 }
 
@@ -166,7 +172,9 @@ impl TopicEntry for OffsetForLeaderTopicResult {
             .with_error_code(refusal.code)
     }
     fn new_entry(key: &Key, parts: Vec<Self::Part>) -> Self {
-        Self::default().with_topic(name_of(key)).with_partitions(parts)
+        Self::default()
+            .with_topic(name_of(key))
+            .with_partitions(parts)
     }
 }
 
@@ -195,7 +203,9 @@ impl TopicEntry for TopicResponse {
             .with_error_message(message(refusal))
     }
     fn new_entry(key: &Key, parts: Vec<Self::Part>) -> Self {
-        Self::default().with_name(name_of(key)).with_partitions(parts)
+        Self::default()
+            .with_name(name_of(key))
+            .with_partitions(parts)
     }
 }
 
@@ -211,9 +221,7 @@ mod tests {
 
     use super::super::test_support::*;
     use super::*;
-    use crate::kafka::authz::response::{
-        CLUSTER_AUTHORIZATION_FAILED, TOPIC_AUTHORIZATION_FAILED,
-    };
+    use crate::kafka::authz::response::{CLUSTER_AUTHORIZATION_FAILED, TOPIC_AUTHORIZATION_FAILED};
 
     /// Topics a (0, 1), secret (0) and b (2), in that order.
     const TOPICS: [(&str, &[i32]); 3] = [("a", &[0, 1]), ("secret", &[0]), ("b", &[2])];
@@ -222,16 +230,18 @@ mod tests {
         let topics = TOPICS
             .iter()
             .map(|(name, parts)| {
-                ListOffsetsTopic::default().with_name(topic(name)).with_partitions(
-                    parts
-                        .iter()
-                        .map(|&p| {
-                            ListOffsetsPartition::default()
-                                .with_partition_index(p)
-                                .with_timestamp(-1)
-                        })
-                        .collect(),
-                )
+                ListOffsetsTopic::default()
+                    .with_name(topic(name))
+                    .with_partitions(
+                        parts
+                            .iter()
+                            .map(|&p| {
+                                ListOffsetsPartition::default()
+                                    .with_partition_index(p)
+                                    .with_timestamp(-1)
+                            })
+                            .collect(),
+                    )
             })
             .collect();
         let body = ListOffsetsRequest::default()
@@ -245,16 +255,18 @@ mod tests {
         let topics = TOPICS
             .iter()
             .map(|(name, parts)| {
-                OffsetForLeaderTopic::default().with_topic(topic(name)).with_partitions(
-                    parts
-                        .iter()
-                        .map(|&p| {
-                            OffsetForLeaderPartition::default()
-                                .with_partition(p)
-                                .with_leader_epoch(3)
-                        })
-                        .collect(),
-                )
+                OffsetForLeaderTopic::default()
+                    .with_topic(topic(name))
+                    .with_partitions(
+                        parts
+                            .iter()
+                            .map(|&p| {
+                                OffsetForLeaderPartition::default()
+                                    .with_partition(p)
+                                    .with_leader_epoch(3)
+                            })
+                            .collect(),
+                    )
             })
             .collect();
         let body = OffsetForLeaderEpochRequest::default()
@@ -333,7 +345,11 @@ mod tests {
             assert!(matches!(h.run(&req).unwrap(), Outcome::Forward));
             assert_eq!(
                 h.fake.calls(),
-                ["describe topic:a", "describe topic:secret", "describe topic:b"]
+                [
+                    "describe topic:a",
+                    "describe topic:secret",
+                    "describe topic:b"
+                ]
             );
 
             let mut h = Harness::new(Fake::denying(&[
@@ -414,9 +430,15 @@ mod tests {
         }
         // A replica (v3+): cluster-action decides, no topic checks.
         let mut h = Harness::new(Fake::allow_all());
-        assert!(matches!(h.run(&leader_epoch(4, 2)).unwrap(), Outcome::Forward));
+        assert!(matches!(
+            h.run(&leader_epoch(4, 2)).unwrap(),
+            Outcome::Forward
+        ));
         assert_eq!(h.fake.calls(), ["cluster-action cluster:kafka-cluster"]);
-        let mut h = Harness::new(Fake::denying(&[(Operation::ClusterAction, "kafka-cluster")]));
+        let mut h = Harness::new(Fake::denying(&[(
+            Operation::ClusterAction,
+            "kafka-cluster",
+        )]));
         let out = respond_frame(h.run(&leader_epoch(3, 2)).unwrap());
         let resp: OffsetForLeaderEpochResponse =
             decode_answer(ApiKey::OffsetForLeaderEpoch, 3, &out);
@@ -441,10 +463,12 @@ mod tests {
         assert_eq!(fwd.topics.len(), 2);
         assert_eq!(fwd.topics[0].partition_indexes, [0, 1]);
         let broker = DescribeProducersResponse::default().with_topics(vec![
-            TopicResponse::default().with_name(topic("a")).with_partitions(vec![
-                PartitionResponse::default().with_partition_index(0),
-                PartitionResponse::default().with_partition_index(1),
-            ]),
+            TopicResponse::default()
+                .with_name(topic("a"))
+                .with_partitions(vec![
+                    PartitionResponse::default().with_partition_index(0),
+                    PartitionResponse::default().with_partition_index(1),
+                ]),
             TopicResponse::default()
                 .with_name(topic("b"))
                 .with_partitions(vec![PartitionResponse::default().with_partition_index(2)]),

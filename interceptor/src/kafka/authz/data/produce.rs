@@ -14,9 +14,8 @@ use kafka_protocol::messages::{
 };
 
 use super::{
-    keyed_plans, merge_topics, message, min_bytes, resolve_all, splice_topics, utf8, uuid,
-    verdict, ArraySpan, Checks, Key, PartSpan, Plan, Refusal, TopicEntry, TopicSpan, Verdict,
-    PRODUCE,
+    keyed_plans, merge_topics, message, min_bytes, resolve_all, splice_topics, utf8, uuid, verdict,
+    ArraySpan, Checks, Key, PartSpan, Plan, Refusal, TopicEntry, TopicSpan, Verdict, PRODUCE,
 };
 use crate::{
     kafka::{
@@ -100,7 +99,10 @@ fn parse(frame: &[u8], body: usize, version: i16) -> Result<Parsed<'_>, HeaderEr
     })
 }
 
-pub(super) fn authorize(request: &Request<'_>, ctx: &mut Context<'_>) -> Result<Outcome, AuthzError> {
+pub(super) fn authorize(
+    request: &Request<'_>,
+    ctx: &mut Context<'_>,
+) -> Result<Outcome, AuthzError> {
     let version = request.header.api_version;
     let frame: &[u8] = request.frame;
     let parsed =
@@ -164,13 +166,8 @@ pub(super) fn authorize(request: &Request<'_>, ctx: &mut Context<'_>) -> Result<
                 &plan,
                 by_id,
             ));
-            let frame = encode_response(
-                PRODUCE,
-                version,
-                request.header.correlation_id,
-                &body,
-                API,
-            )?;
+            let frame =
+                encode_response(PRODUCE, version, request.header.correlation_id, &body, API)?;
             Ok(Outcome::Respond(frame))
         }
         Verdict::Some => {
@@ -410,8 +407,8 @@ mod tests {
             let broker = ProduceResponse::default()
                 .with_throttle_time_ms(5)
                 .with_responses(vec![answered]);
-            let merged = rewrite.unwrap()(broker_response(ApiKey::Produce, version, &broker))
-                .unwrap();
+            let merged =
+                rewrite.unwrap()(broker_response(ApiKey::Produce, version, &broker)).unwrap();
             let resp: ProduceResponse = decode_answer(ApiKey::Produce, version, &merged);
             assert_eq!(resp.throttle_time_ms, 5);
             assert_eq!(
@@ -447,11 +444,10 @@ mod tests {
         let forwarded: ProduceRequest = decode_request(ApiKey::Produce, &spliced);
         assert_eq!(forwarded.topic_data.len(), 1);
         assert_eq!(forwarded.topic_data[0].topic_id, uuid_of(2));
-        let broker = ProduceResponse::default().with_responses(vec![
-            TopicProduceResponse::default()
+        let broker =
+            ProduceResponse::default().with_responses(vec![TopicProduceResponse::default()
                 .with_topic_id(uuid_of(2))
-                .with_partition_responses(vec![PartitionProduceResponse::default()]),
-        ]);
+                .with_partition_responses(vec![PartitionProduceResponse::default()])]);
         let merged = rewrite.unwrap()(broker_response(ApiKey::Produce, 13, &broker)).unwrap();
         let resp: ProduceResponse = decode_answer(ApiKey::Produce, 13, &merged);
         assert_eq!(
@@ -470,7 +466,10 @@ mod tests {
         let mut frame = request(3, 1, None).to_vec();
         frame[6..8].copy_from_slice(&2i16.to_be_bytes());
         let err = h.run(&Bytes::from(frame)).unwrap_err();
-        assert!(matches!(err, AuthzError::UnsupportedVersion { .. }), "{err}");
+        assert!(
+            matches!(err, AuthzError::UnsupportedVersion { .. }),
+            "{err}"
+        );
     }
 
     #[test]
@@ -484,7 +483,9 @@ mod tests {
         let mut bad = request(3, 1, None).to_vec();
         let at = bad.windows(3).position(|w| w == b"\0\x01a").unwrap() + 2;
         bad[at] = 0xff;
-        let err = harness(Fake::allow_all()).run(&Bytes::from(bad)).unwrap_err();
+        let err = harness(Fake::allow_all())
+            .run(&Bytes::from(bad))
+            .unwrap_err();
         assert!(matches!(err, AuthzError::Malformed { .. }), "{err}");
     }
 }

@@ -88,12 +88,21 @@ mod tests {
         let mut s = FetchSessions::default();
         assert!(!s.incremental(42, 1, 7), "no full fetch before");
         s.full_fetch(0, 0, 7);
-        assert!(!s.incremental(42, 5, 7), "not the first epoch of a new session");
+        assert!(
+            !s.incremental(42, 5, 7),
+            "not the first epoch of a new session"
+        );
         s.full_fetch(0, -1, 7);
-        assert!(!s.incremental(42, 1, 7), "a sessionless full fetch builds nothing");
+        assert!(
+            !s.incremental(42, 1, 7),
+            "a sessionless full fetch builds nothing"
+        );
         s.full_fetch(0, 0, 7);
         s.full_fetch_answered_locally(0);
-        assert!(!s.incremental(42, 1, 7), "the interceptor's own answer builds nothing");
+        assert!(
+            !s.incremental(42, 1, 7),
+            "the interceptor's own answer builds nothing"
+        );
     }
 
     #[test]

@@ -72,7 +72,11 @@ impl AccessCheck for Fake {
             .lock()
             .unwrap()
             .push(format!("records {topic}/{partition}"));
-        if self.violate.iter().any(|(t, p)| t == topic && *p == partition) {
+        if self
+            .violate
+            .iter()
+            .any(|(t, p)| t == topic && *p == partition)
+        {
             Check::Violation
         } else {
             Check::Allowed
@@ -170,7 +174,10 @@ pub fn assert_truncations_are_malformed(frame: &Bytes) {
             Err(AuthzError::Malformed { .. }) => {}
             other => panic!("cut at {cut} of {}: {other:?}", frame.len()),
         }
-        assert!(h.fake.calls().is_empty(), "cut at {cut}: checked a partial request");
+        assert!(
+            h.fake.calls().is_empty(),
+            "cut at {cut}: checked a partial request"
+        );
     }
 }
 
@@ -186,7 +193,11 @@ pub fn assert_garbage_is_no_panic(frame: &Bytes) {
             seed ^= seed >> 17;
             seed ^= seed << 5;
             // Mostly small bytes, so counts and lengths look plausible.
-            out.put_u8(if seed % 3 == 0 { seed as u8 } else { (seed % 4) as u8 });
+            out.put_u8(if seed % 3 == 0 {
+                seed as u8
+            } else {
+                (seed % 4) as u8
+            });
         }
         let n = (out.len() - 4) as i32;
         out[..4].copy_from_slice(&n.to_be_bytes());
