@@ -95,7 +95,9 @@ fn parse(frame: &[u8], body: usize, version: i16) -> Result<Parsed<'_>, HeaderEr
     }
     if flexible {
         if let Some(state) = find_tag(&mut r, REPLICA_STATE_TAG, "fetch tagged fields")? {
-            let mut state = Reader::at(frame, state.start, "replica state")?;
+            // Bounded by the field's own size: a short field is malformed, not read on.
+            let field = frame.get(..state.end).unwrap_or_default();
+            let mut state = Reader::at(field, state.start, "replica state")?;
             replica_id = state.i32("replica state replica id")?;
         }
     }
