@@ -596,9 +596,11 @@ fn truncated_requests_are_malformed_never_a_panic() {
                 let cut = cut.freeze();
                 for deny in [&[][..], &["*"][..]] {
                     let outcome = run(&cut, deny);
-                    if len <= header.body_offset + 1
-                        && !matches!(key, ApiKey::ListGroups | ApiKey::ListTransactions)
-                    {
+                    // ListGroups, ListTransactions and broker-to-broker AddPartitionsToTxn
+                    // name nothing in their requests: their bodies are the broker's to read.
+                    let unparsed = matches!(key, ApiKey::ListGroups | ApiKey::ListTransactions)
+                        || (key == ApiKey::AddPartitionsToTxn && v >= 4);
+                    if len <= header.body_offset + 1 && !unparsed {
                         assert!(
                             matches!(outcome, Err(AuthzError::Malformed { .. })),
                             "{key:?} v{v} cut at {len}: {outcome:?}"
