@@ -146,8 +146,9 @@ impl<'f> Body<'f> {
         what: &'static str,
         each: impl FnMut(&mut Reader<'f>) -> Result<T, HeaderError>,
     ) -> Result<Array<T>, HeaderError> {
-        self.nullable_array(r, min_element_bytes, what, each)?
-            .ok_or(HeaderError::Invalid(what))
+        let count_at = r.pos();
+        let count = r.count(self.flexible, min_element_bytes, what)?;
+        self.elements(r, count_at, count, what, each)
     }
 
     pub(super) fn nullable_array<T>(
@@ -155,13 +156,25 @@ impl<'f> Body<'f> {
         r: &mut Reader<'f>,
         min_element_bytes: usize,
         what: &'static str,
-        mut each: impl FnMut(&mut Reader<'f>) -> Result<T, HeaderError>,
+        each: impl FnMut(&mut Reader<'f>) -> Result<T, HeaderError>,
     ) -> Result<Option<Array<T>>, HeaderError> {
         let count_at = r.pos();
-        let Some(count) = r.nullable_count(self.flexible, min_element_bytes, what)? else {
-            return Ok(None);
-        };
-        // `count` is bounded by the bytes left (nullable_count checks it).
+        match r.nullable_count(self.flexible, min_element_bytes, what)? {
+            None => Ok(None),
+            Some(count) => self.elements(r, count_at, count, what, each).map(Some),
+        }
+    }
+
+    /// The `count` elements of an array whose count (checked against the bytes left) was
+    /// read at `count_at`.
+    fn elements<T>(
+        &self,
+        r: &mut Reader<'f>,
+        count_at: usize,
+        count: usize,
+        _what: &'static str,
+        mut each: impl FnMut(&mut Reader<'f>) -> Result<T, HeaderError>,
+    ) -> Result<Array<T>, HeaderError> {
         let mut items = Vec::with_capacity(count);
         for _ in 0..count {
             let start = r.pos();
@@ -171,11 +184,11 @@ impl<'f> Body<'f> {
                 value,
             });
         }
-        Ok(Some(Array {
+        Ok(Array {
             count_at,
             items,
             end: r.pos(),
-        }))
+        })
     }
 
     /// An array of strings (group ids, transactional ids, topic names).

@@ -44,7 +44,7 @@ fn commit_topics<'f>(
         let name = body.name(r, "topic name")?;
         let partitions = body.array(r, 14, "partitions", |r| {
             let index = r.i32("partition index")?;
-            r.i64("committed offset")?;
+            r.skip(8, "committed offset")?;
             if version >= epoch_from {
                 r.i32("committed leader epoch")?;
             }
@@ -89,7 +89,7 @@ pub(super) fn offset_commit(
             body.skip_str(&mut r, "group instance id")?;
         }
         if version <= 4 {
-            r.i64("retention time")?;
+            r.skip(8, "retention time")?;
         }
         Ok((group, commit_topics(body, &mut r, version, 6)?))
     })?;
@@ -130,7 +130,7 @@ pub(super) fn txn_offset_commit(
         let mut r = body.reader(request)?;
         let id = body.name(&mut r, "transactional id")?;
         let group = body.name(&mut r, "group id")?;
-        r.i64("producer id")?;
+        r.skip(8, "producer id")?;
         r.i16("producer epoch")?;
         if version >= 3 {
             r.i32("generation id")?;

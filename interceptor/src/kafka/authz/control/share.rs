@@ -128,8 +128,8 @@ pub(super) fn share_fetch_or_acknowledge(
             body.array(r, 6, "partitions", |r| {
                 r.i32("partition index")?;
                 body.array(r, 18, "acknowledgement batches", |r| {
-                    r.i64("first offset")?;
-                    r.i64("last offset")?;
+                    r.skip(8, "first offset")?;
+                    r.skip(8, "last offset")?;
                     body.array(r, 1, "acknowledge types", |r| r.i8("acknowledge type"))?;
                     r.tagged(true, "batch tagged fields")
                 })?;
@@ -189,7 +189,7 @@ pub(super) fn alter_or_delete_share_group_offsets(
             if alter {
                 body.array(r, 13, "partitions", |r| {
                     r.i32("partition index")?;
-                    r.i64("start offset")?;
+                    r.skip(8, "start offset")?;
                     r.tagged(true, "partition tagged fields")
                 })?;
             }

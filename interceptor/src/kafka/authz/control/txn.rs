@@ -67,7 +67,7 @@ pub(super) fn add_partitions_to_txn(
     let (id, topics) = parsed(request, || {
         let mut r = body.reader(request)?;
         let id = body.name(&mut r, "transactional id")?;
-        r.i64("producer id")?;
+        r.skip(8, "producer id")?;
         r.i16("producer epoch")?;
         let topics = body.array(&mut r, 2, "topics", |r| {
             let name = body.name(r, "topic name")?;
@@ -120,7 +120,7 @@ pub(super) fn add_offsets_to_txn(
     let (id, group) = parsed(request, || {
         let mut r = body.reader(request)?;
         let id = body.name(&mut r, "transactional id")?;
-        r.i64("producer id")?;
+        r.skip(8, "producer id")?;
         r.i16("producer epoch")?;
         Ok((id, body.name(&mut r, "group id")?))
     })?;
