@@ -148,7 +148,7 @@ impl<'f> Body<'f> {
     ) -> Result<Array<T>, HeaderError> {
         let count_at = r.pos();
         let count = r.count(self.flexible, min_element_bytes, what)?;
-        self.elements(r, count_at, count, what, each)
+        self.elements(r, count_at, count, each)
     }
 
     pub(super) fn nullable_array<T>(
@@ -161,7 +161,7 @@ impl<'f> Body<'f> {
         let count_at = r.pos();
         match r.nullable_count(self.flexible, min_element_bytes, what)? {
             None => Ok(None),
-            Some(count) => self.elements(r, count_at, count, what, each).map(Some),
+            Some(count) => self.elements(r, count_at, count, each).map(Some),
         }
     }
 
@@ -172,7 +172,6 @@ impl<'f> Body<'f> {
         r: &mut Reader<'f>,
         count_at: usize,
         count: usize,
-        _what: &'static str,
         mut each: impl FnMut(&mut Reader<'f>) -> Result<T, HeaderError>,
     ) -> Result<Array<T>, HeaderError> {
         let mut items = Vec::with_capacity(count);

@@ -79,7 +79,7 @@ pub const TABLE: &[ApiAccess] = &[
     entry(79, "ShareAcknowledge", &[(Consume, Group), (Consume, Topic)], 1,
         "whole request refused (top-level error) when the group or any topic is; unknown topic ids: UNKNOWN_TOPIC_ID"),
     entry(90, "DescribeShareGroupOffsets", &[(Describe, Group), (Describe, Topic)], 0,
-        "whole request refused when any group or named topic is (per-group errors); all-topics answers filtered to describable topics"),
+        "per group and topic, as OffsetFetch v8+; all-topics answers filtered to describable topics"),
     entry(91, "AlterShareGroupOffsets", &[(Consume, Group), (Consume, Topic)], 0,
         "whole request refused (top-level error) when the group or any topic is"),
     entry(92, "DeleteShareGroupOffsets", &[(Delete, Group), (Consume, Topic)], 0,

@@ -1,6 +1,6 @@
 //! Share groups (KIP-932): membership, describing them, fetching and acknowledging records,
 //! and their offsets. Except for describing, a refusal refuses the whole request (the table
-//! notes say so): the client gets the first refused resource's error.
+//! notes say so): the client gets the first refused resource's error as the top-level error.
 
 use kafka_protocol::messages::{
     describe_share_group_offsets_response::{
