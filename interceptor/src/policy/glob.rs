@@ -192,6 +192,11 @@ impl Glob {
         &self.source
     }
 
+    /// A text equal for two globs exactly when they compare equal.
+    pub(crate) fn canonical(&self) -> String {
+        format!("{:?}", self.matcher)
+    }
+
     /// True for `*` alone.
     pub fn is_any(&self) -> bool {
         self.matcher == Matcher::Any
@@ -224,23 +229,22 @@ impl Glob {
             return self.matches(name);
         }
         match &self.matcher {
-            Matcher::Prefix(p) => other.literal_prefix().starts_with(&**p),
+            Matcher::Prefix(p) => other.starts_with_literal(p),
             _ => false,
         }
     }
 
-    /// The characters every matched name starts with.
-    fn literal_prefix(&self) -> String {
+    /// True when every name this pattern matches starts with `prefix`.
+    fn starts_with_literal(&self, prefix: &str) -> bool {
         match &self.matcher {
-            Matcher::Any => String::new(),
-            Matcher::Exact(s) | Matcher::Prefix(s) => s.to_string(),
-            Matcher::Pattern(tokens) => tokens
-                .iter()
-                .map_while(|t| match t {
-                    Token::Lit(c) => Some(*c),
-                    _ => None,
-                })
-                .collect(),
+            Matcher::Any => prefix.is_empty(),
+            Matcher::Exact(s) | Matcher::Prefix(s) => s.starts_with(prefix),
+            Matcher::Pattern(tokens) => {
+                let mut tokens = tokens.iter();
+                prefix
+                    .chars()
+                    .all(|c| matches!(tokens.next(), Some(Token::Lit(l)) if *l == c))
+            }
         }
     }
 }

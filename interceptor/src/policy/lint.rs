@@ -1,10 +1,10 @@
 //! Checks on the directory as a whole: rule names are unique, no rule repeats another, and no
 //! allow (or approve) rule is made dead by a deny (or approve) rule that covers all of it.
 
-use std::collections::HashMap;
+use std::collections::{hash_map::Entry, HashMap};
 
 use super::{
-    model::{AccessRule, BlockRule, Effect, OpSet, RuleRef},
+    model::{AccessRule, BlockRule, Effect, RuleRef},
     PolicyError,
 };
 
@@ -58,37 +58,63 @@ fn unique_names(access: &[AccessRule], blocks: &[BlockRule], errors: &mut Vec<Po
 }
 
 fn duplicates(access: &[AccessRule], errors: &mut Vec<PolicyError>) {
-    let mut by_shape: HashMap<(Effect, OpSet), Vec<&AccessRule>> = HashMap::new();
+    let mut seen: HashMap<(Effect, String), &AccessRule> = HashMap::new();
     for rule in access {
-        let earlier = by_shape.entry((rule.effect, rule.operations)).or_default();
-        if let Some(first) = earlier.iter().find(|e| e.same_scope(rule)) {
-            errors.push(error_at(
-                &rule.at,
-                rule.column,
-                format!(
-                    "rule `{}` repeats rule `{}` ({}): same effect, subjects, resources and \
-                     operations",
-                    rule.at.name,
-                    first.at.name,
-                    place(&first.at)
-                ),
-            ));
-        } else {
-            earlier.push(rule);
+        match seen.entry((rule.effect, rule.scope_key())) {
+            Entry::Occupied(first) => {
+                let first = first.get();
+                errors.push(error_at(
+                    &rule.at,
+                    rule.column,
+                    format!(
+                        "rule `{}` repeats rule `{}` ({}): same effect, subjects, resources and \
+                         operations",
+                        rule.at.name,
+                        first.at.name,
+                        place(&first.at)
+                    ),
+                ));
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(rule);
+            }
         }
     }
 }
 
 fn shadowed(access: &[AccessRule], errors: &mut Vec<PolicyError>) {
-    let refusing: Vec<&AccessRule> = access
-        .iter()
-        .filter(|r| r.effect != Effect::Allow)
-        .collect();
+    // A rule covering another must name one of its principals or groups, or every principal:
+    // index the refusing rules by those, so that 10,000 rules are not compared pairwise.
+    let mut everyone: Vec<&AccessRule> = Vec::new();
+    let mut by_principal: HashMap<&str, Vec<&AccessRule>> = HashMap::new();
+    let mut by_group: HashMap<&str, Vec<&AccessRule>> = HashMap::new();
+    for d in access.iter().filter(|r| r.effect != Effect::Allow) {
+        if d.subjects.any_principal {
+            everyone.push(d);
+        }
+        for p in &d.subjects.principals {
+            by_principal.entry(p).or_default().push(d);
+        }
+        for g in &d.subjects.groups {
+            by_group.entry(g).or_default().push(d);
+        }
+    }
     for rule in access.iter().filter(|r| r.effect != Effect::Deny) {
+        let s = &rule.subjects;
+        let named: &[&AccessRule] = if s.any_principal {
+            &[]
+        } else if let Some(p) = s.principals.first() {
+            by_principal.get(p.as_str()).map_or(&[], Vec::as_slice)
+        } else if let Some(g) = s.groups.first() {
+            by_group.get(g.as_str()).map_or(&[], Vec::as_slice)
+        } else {
+            &[]
+        };
         // Deny beats approve and allow; approve (a refusal for now) beats allow.
-        let cover = refusing.iter().find(|d| {
-            d.effect < rule.effect && rule.operations.is_subset(d.operations) && d.covers(rule)
-        });
+        let cover = named
+            .iter()
+            .chain(&everyone)
+            .find(|d| d.effect < rule.effect && d.covers(rule));
         if let Some(d) = cover {
             errors.push(error_at(
                 &rule.at,

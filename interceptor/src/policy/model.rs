@@ -210,35 +210,43 @@ impl AccessRule {
 
     /// Every request `other` matches, `self` matches too.
     pub fn covers(&self, other: &AccessRule) -> bool {
+        // Cheapest test first: the whole-set check runs this for every pair of rules.
         other.operations.is_subset(self.operations)
-            && self.resources.covers(&other.resources)
             && self.subjects.covers(&other.subjects)
+            && self.resources.covers(&other.resources)
     }
 
-    /// Same subjects, resources and operations, as written (order of lists aside).
-    pub fn same_scope(&self, other: &AccessRule) -> bool {
-        fn same<T: PartialEq>(a: &[T], b: &[T]) -> bool {
-            a.len() == b.len() && a.iter().all(|x| b.contains(x)) && b.iter().all(|x| a.contains(x))
+    /// Subjects, resources and operations as one canonical text (lists sorted, patterns
+    /// normalized): two rules with the same key match exactly the same requests. Names cannot
+    /// hold control characters, so `\0` separates fields unambiguously.
+    pub fn scope_key(&self) -> String {
+        fn sorted<I: IntoIterator<Item = String>>(items: I) -> String {
+            let mut v: Vec<String> = items.into_iter().collect();
+            v.sort();
+            v.join("\u{1}")
         }
-        fn same_opt<T: PartialEq>(a: &Option<Vec<T>>, b: &Option<Vec<T>>) -> bool {
-            match (a, b) {
-                (None, None) => true,
-                (Some(a), Some(b)) => same(a, b),
-                _ => false,
-            }
+        fn globs(g: &[Glob]) -> String {
+            sorted(g.iter().map(Glob::canonical))
         }
-        let (s, o) = (&self.subjects, &other.subjects);
-        let (r, q) = (&self.resources, &other.resources);
-        self.operations == other.operations
-            && s.any_principal == o.any_principal
-            && same(&s.principals, &o.principals)
-            && same(&s.groups, &o.groups)
-            && same_opt(&s.client_ids, &o.client_ids)
-            && same_opt(&s.networks, &o.networks)
-            && r.cluster == q.cluster
-            && same(&r.topics, &q.topics)
-            && same(&r.groups, &q.groups)
-            && same(&r.transactional_ids, &q.transactional_ids)
+        let (s, r) = (&self.subjects, &self.resources);
+        let client_ids = s.client_ids.as_deref().map(globs);
+        let networks = s
+            .networks
+            .as_ref()
+            .map(|n| sorted(n.iter().map(|n| n.to_string())));
+        format!(
+            "{:?}\0{}\0{}\0{}\0{:?}\0{:?}\0{}\0{}\0{}\0{}",
+            self.operations,
+            s.any_principal,
+            sorted(s.principals.iter().cloned()),
+            sorted(s.groups.iter().cloned()),
+            client_ids,
+            networks,
+            r.cluster,
+            globs(&r.topics),
+            globs(&r.groups),
+            globs(&r.transactional_ids),
+        )
     }
 }
 

@@ -2,7 +2,7 @@
 //! everything that is not exactly right. Parsing goes on after an error so that one run reports
 //! every problem of a file.
 
-use std::{net::IpAddr, str::FromStr, sync::Arc};
+use std::{collections::HashMap, net::IpAddr, str::FromStr, sync::Arc};
 
 use ipnet::IpNet;
 
@@ -797,17 +797,20 @@ fn list<'n>(ctx: &mut Ctx<'_>, node: &'n Node, field: &str) -> Option<&'n [Node]
 fn strings<'n>(ctx: &mut Ctx<'_>, node: &'n Node, field: &str) -> Option<Vec<(Mark, &'n str)>> {
     let items = list(ctx, node, field)?;
     let mut out: Vec<(Mark, &str)> = Vec::with_capacity(items.len());
+    // A map, so a long list is not checked for repeats in quadratic time.
+    let mut seen: HashMap<&str, Mark> = HashMap::with_capacity(items.len());
     let mut ok = true;
     for item in items {
         match string(ctx, item, field) {
             Some(s) => {
-                if let Some((first, _)) = out.iter().find(|(_, o)| *o == s) {
+                if let Some(first) = seen.get(s) {
                     let msg = format!(
                         "`{s}` is listed twice in `{field}` (first at line {})",
                         first.line
                     );
                     ctx.warn(item.mark, msg);
                 } else {
+                    seen.insert(s, item.mark);
                     out.push((item.mark, s));
                 }
             }

@@ -5,6 +5,8 @@
 //! and tags are refused (an alias would make one place in a file stand for another, so an
 //! error could not point at the text that caused it), as is more than one document per file.
 
+use std::collections::HashMap;
+
 use yaml_rust2::{
     parser::{Event, Parser},
     scanner::{Marker, TScalarStyle},
@@ -87,7 +89,9 @@ pub(crate) struct Parsed {
 
 enum Frame {
     Seq(Mark, Vec<Node>),
-    Map(Mark, Vec<(Key, Node)>, Option<Key>),
+    /// The entries so far, the key waiting for its value, and where each key was first seen
+    /// (a map, so a mapping with many keys is not checked for duplicates in quadratic time).
+    Map(Mark, Vec<(Key, Node)>, Option<Key>, HashMap<String, Mark>),
 }
 
 pub(crate) fn parse(src: &str) -> Parsed {
@@ -154,7 +158,11 @@ pub(crate) fn parse(src: &str) -> Parsed {
             }
             Event::MappingStart(anchor, tag) => {
                 refuse_anchor_and_tag(anchor, tag.is_some(), mark, &mut errors);
-                if !open(&mut stack, Frame::Map(mark, Vec::new(), None), &mut errors) {
+                if !open(
+                    &mut stack,
+                    Frame::Map(mark, Vec::new(), None, HashMap::new()),
+                    &mut errors,
+                ) {
                     return Parsed { root: None, errors };
                 }
                 continue;
@@ -172,7 +180,7 @@ pub(crate) fn parse(src: &str) -> Parsed {
             Event::MappingEnd => match stack.pop() {
                 // The parser marks a block mapping's start after its first key; the first key
                 // is where a reader sees the mapping begin.
-                Some(Frame::Map(m, entries, _)) => Node {
+                Some(Frame::Map(m, entries, _, _)) => Node {
                     mark: entries
                         .first()
                         .map_or(m, |(k, _)| k.mark)
@@ -195,7 +203,7 @@ pub(crate) fn parse(src: &str) -> Parsed {
 
 fn frame_mark(frame: &Frame) -> Mark {
     match frame {
-        Frame::Seq(m, _) | Frame::Map(m, _, _) => *m,
+        Frame::Seq(m, _) | Frame::Map(m, _, _, _) => *m,
     }
 }
 
@@ -243,7 +251,7 @@ fn attach(
     match stack.last_mut() {
         None => *root = Some(node),
         Some(Frame::Seq(_, items)) => items.push(node),
-        Some(Frame::Map(_, entries, pending)) => match pending.take() {
+        Some(Frame::Map(_, entries, pending, seen)) => match pending.take() {
             None => match node.value {
                 Value::Scalar { text, .. } => {
                     *pending = Some(Key {
@@ -260,15 +268,16 @@ fn attach(
                 if node.is_null() && node.mark.line > key.mark.line {
                     node.mark = key.mark;
                 }
-                if let Some((first, _)) = entries.iter().find(|(k, _)| k.text == key.text) {
+                if let Some(first) = seen.get(&key.text) {
                     errors.push((
                         key.mark,
                         format!(
                             "duplicate key `{}` (first at line {}, column {})",
-                            key.text, first.mark.line, first.mark.column
+                            key.text, first.line, first.column
                         ),
                     ));
                 } else {
+                    seen.insert(key.text.clone(), key.mark);
                     entries.push((key, node));
                 }
             }

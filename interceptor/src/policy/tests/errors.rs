@@ -266,6 +266,32 @@ rules:
 }
 
 #[test]
+fn duplicates_are_found_whatever_the_list_order_and_spelling() {
+    let src = "\
+rules:
+  - name: a
+    effect: deny
+    subjects: {groups: [x, y], networks: [10.0.0.0/8, 192.168.0.0/16]}
+    resources: {topics: [\"t.*\", u]}
+    operations: [consume, describe]
+  - name: b
+    effect: deny
+    subjects: {groups: [y, x], networks: [192.168.0.0/16, 10.0.0.0/8]}
+    resources: {topics: [u, \"t.**\"]}
+    operations: [describe, consume]
+  - name: c
+    effect: deny
+    subjects: {groups: [y, x], networks: [192.168.0.0/16, 10.0.0.0/8]}
+    resources: {topics: [u, \"t.**\"]}
+    operations: [describe]
+";
+    let errs = errors(src);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!((errs[0].line, errs[0].column), (7, 5));
+    assert!(errs[0].message.contains("rule `b` repeats rule `a`"));
+}
+
+#[test]
 fn not_provably_shadowed_is_not_reported() {
     let src = "\
 rules:
