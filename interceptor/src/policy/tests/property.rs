@@ -411,3 +411,57 @@ fn the_reference_helpers_work() {
         "alice may produce to *"
     );
 }
+
+const FRAGMENTS: [&str; 24] = [
+    "rules:",
+    "blocking:",
+    "\n",
+    "  ",
+    "- ",
+    "name: ",
+    "effect: ",
+    "allow",
+    "deny",
+    "subjects:",
+    "{principals: [a]}",
+    "resources:",
+    "topics: [",
+    "]",
+    "\"*\"",
+    "operations: [produce]",
+    "[",
+    "{",
+    "}",
+    "&a ",
+    "*a",
+    "!!str ",
+    "max_record_bytes: ",
+    "forbidden_content: [{name: x, patterns: [y]}]",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    /// Whatever a file holds, loading it answers (a set or positioned errors) and never panics.
+    #[test]
+    fn any_text_loads_or_errors_without_panicking(
+        pieces in proptest::collection::vec(0..FRAGMENTS.len(), 0..60),
+        noise in ".{0,40}",
+    ) {
+        let mut text: String = pieces.iter().map(|i| FRAGMENTS[*i]).collect();
+        text.push_str(&noise);
+        if let Err(e) = PolicySet::from_files(&[(PathBuf::from("f.yaml"), text)]) {
+            for err in e.0 {
+                prop_assert!(err.line >= 1 && err.column >= 1, "{err}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_policy_set_can_be_shared_between_threads() {
+    fn shared<T: Send + Sync + 'static>() {}
+    shared::<PolicySet>();
+    shared::<crate::policy::TopicLimits>();
+    shared::<crate::policy::Decision>();
+}
