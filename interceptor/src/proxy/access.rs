@@ -25,13 +25,14 @@ use crate::{
 };
 
 pub struct SessionCheck {
-    session: u64,
     client: SocketAddr,
     record_limits: RecordLimits,
     state: Mutex<State>,
 }
 
 struct State {
+    session: u64,
+    client: SocketAddr,
     policy: Arc<ActivePolicy>,
     principal: String,
     groups: Vec<String>,
@@ -51,10 +52,11 @@ impl SessionCheck {
         record_limits: RecordLimits,
     ) -> Self {
         Self {
-            session,
             client,
             record_limits,
             state: Mutex::new(State {
+                session,
+                client,
                 policy,
                 principal: String::new(),
                 groups: Vec::new(),
@@ -101,8 +103,6 @@ impl SessionCheck {
 impl State {
     fn record(
         &mut self,
-        session: u64,
-        client: SocketAddr,
         op: Operation,
         resource: Resource<'_>,
         check: Check,
@@ -115,8 +115,8 @@ impl State {
             Check::Violation => "violation",
         };
         self.events.push(AuditEvent::Decision {
-            session,
-            client,
+            session: self.session,
+            client: self.client,
             principal: self.principal.clone(),
             groups: self.groups.clone(),
             client_id: self.client_id.clone(),
@@ -145,15 +145,7 @@ impl AccessCheck for SessionCheck {
             };
             s.policy.set.decide(&subject, op, resource)
         };
-        s.record(
-            self.session,
-            self.client,
-            op,
-            resource,
-            decision.check,
-            decision.rule.as_ref(),
-            None,
-        );
+        s.record(op, resource, decision.check, decision.rule.as_ref(), None);
         decision.check
     }
 
@@ -174,8 +166,6 @@ impl AccessCheck for SessionCheck {
             Some((rule, detail)) => {
                 let detail = format!("partition {partition}: {detail}");
                 s.record(
-                    self.session,
-                    self.client,
                     Operation::Produce,
                     Resource::topic(topic),
                     Check::Violation,
