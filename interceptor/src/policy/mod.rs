@@ -2,6 +2,4 @@
 
 mod access;
 
-pub use access::{
-    AccessCheck, Check, Operation, Resource, ResourceKind, Subject, CLUSTER_NAME,
-};
+pub use access::{AccessCheck, Check, Operation, Resource, ResourceKind, Subject, CLUSTER_NAME};

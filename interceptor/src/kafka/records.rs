@@ -1,1 +1,0 @@
-//! STUB: read-only iteration over the records of Kafka record batches.
