@@ -74,6 +74,8 @@ pub(super) fn decompress(
             Ok(input.len())
         }
         Compression::Gzip => read_capped(flate2::bufread::MultiGzDecoder::new(input), cap, out),
+        // The decoder reports the end of each frame; stopping at the first one is what Kafka's
+        // `Lz4BlockInputStream` does (it ignores anything after the end mark).
         Compression::Lz4 => read_capped(lz4_flex::frame::FrameDecoder::new(input), cap, out),
         Compression::Zstd => {
             let mut decoder = zstd::stream::read::Decoder::with_buffer(input).map_err(corrupt)?;
@@ -93,7 +95,7 @@ pub(super) fn decompress(
     }
 }
 
-/// Reads `reader` to its end into `out`, failing once more than `cap` bytes came out.
+/// Reads `reader` until it first reports its end, into `out`, failing once more than `cap` bytes came out.
 fn read_capped(
     mut reader: impl Read,
     cap: usize,
@@ -106,7 +108,7 @@ fn read_capped(
             if out.len() >= limit {
                 return Err(DecompressError::TooLarge);
             }
-            let target = out.len().saturating_mul(2).clamp(INITIAL_OUTPUT, limit);
+            let target = out.len().saturating_mul(2).max(INITIAL_OUTPUT).min(limit);
             grow(out, target);
         }
         match reader.read(&mut out[filled..]) {

@@ -75,11 +75,16 @@ impl<'a> Cursor<'a> {
     }
 
     /// A varint length then that many bytes; -1 is null, below -1 an error.
+    /// A bad length leaves the cursor at the length, so the error points at it.
     pub(super) fn nullable_bytes(&mut self) -> Result<Option<&'a [u8]>, RecordProblem> {
+        let start = self.pos;
         match self.varint()? {
             -1 => Ok(None),
             len => {
-                let len = usize::try_from(len).map_err(|_| RecordProblem::NegativeLength)?;
+                let Ok(len) = usize::try_from(len) else {
+                    self.pos = start;
+                    return Err(RecordProblem::NegativeLength);
+                };
                 self.bytes(len).map(Some)
             }
         }

@@ -5,7 +5,7 @@ use super::{cursor::Cursor, RecordProblem};
 
 /// A record, borrowed from the request (uncompressed batch) or from the scratch buffer
 /// (compressed batch). Its fields have been validated in full before it is handed out.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RecordView<'a> {
     pub key: Option<&'a [u8]>,
     pub value: Option<&'a [u8]>,
@@ -42,7 +42,7 @@ impl<'a> RecordView<'a> {
 
 /// The headers of one record. Validated when the record was read, so iterating cannot fail;
 /// should it meet bad bytes anyway it just ends.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Headers<'a> {
     cursor_bytes: &'a [u8],
     remaining: usize,
