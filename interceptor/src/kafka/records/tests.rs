@@ -984,7 +984,8 @@ fn garbage_compressed_payloads_are_decompression_errors() {
     }
 }
 
-/// Writes the fuzz seeds: `RECORDS_SEED_DIR=fuzz/seeds/records cargo test -p interceptor
+/// Writes the fuzz seeds (a mode byte, then the records field; mode 6: reseal, break at
+/// record 3): `RECORDS_SEED_DIR=fuzz/seeds/records cargo test -p interceptor
 /// --lib write_fuzz_seeds -- --ignored`.
 #[test]
 #[ignore = "writes files; run by hand to refresh the fuzz seeds"]
@@ -993,18 +994,16 @@ fn write_fuzz_seeds() {
     std::fs::create_dir_all(&dir).unwrap();
     for (kp, ours) in CODECS {
         let bytes = [encode(&assorted(4), kp), encode(&assorted(1), kp)].concat();
-        std::fs::write(format!("{dir}/{ours:?}").to_lowercase(), bytes).unwrap();
+        let seed = [&[6][..], &bytes].concat();
+        std::fs::write(format!("{dir}/{ours:?}").to_lowercase(), seed).unwrap();
     }
     let marker = Record {
         transactional: true,
         control: true,
         ..record(0, Some(&[0, 0, 0, 1]), Some(&[0, 0, 0, 0, 0, 5]), &[])
     };
-    std::fs::write(
-        format!("{dir}/control"),
-        encode(&[marker], KpCompression::None),
-    )
-    .unwrap();
+    let control = [vec![6], encode(&[marker], KpCompression::None)].concat();
+    std::fs::write(format!("{dir}/control"), control).unwrap();
 }
 
 /// A zstd frame holding `plain` in one raw block, declaring a window of 2^`window_log`.
