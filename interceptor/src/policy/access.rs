@@ -235,9 +235,6 @@ mod tests {
             assert_eq!(op.as_str().parse::<Operation>(), Ok(op));
             assert!(!op.applies_to().is_empty());
         }
-        assert!("write"
-            .parse::<Operation>()
-            .unwrap_err()
-            .contains("produce"));
+        assert!("write".parse::<Operation>().unwrap_err().contains("produce"));
     }
 }

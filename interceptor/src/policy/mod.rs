@@ -2,4 +2,6 @@
 
 mod access;
 
-pub use access::{AccessCheck, Check, Operation, Resource, ResourceKind, Subject, CLUSTER_NAME};
+pub use access::{
+    AccessCheck, Check, Operation, Resource, ResourceKind, Subject, CLUSTER_NAME,
+};

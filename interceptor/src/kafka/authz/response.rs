@@ -79,8 +79,8 @@ pub fn decode_response<T: Decodable>(
     api: &'static str,
 ) -> Result<(i32, T), AuthzError> {
     let fail = |detail: String| AuthzError::Response { api, detail };
-    let mut r =
-        Reader::at(frame, LENGTH_PREFIX, "response header").map_err(|e| fail(e.to_string()))?;
+    let mut r = Reader::at(frame, LENGTH_PREFIX, "response header")
+        .map_err(|e| fail(e.to_string()))?;
     let correlation_id = r.i32("correlation id").map_err(|e| fail(e.to_string()))?;
     if response_header_version(api_key, version) >= 1 {
         r.skip_tagged_fields("response header tagged fields")
