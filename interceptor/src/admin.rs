@@ -188,3 +188,71 @@ pub fn query_status(path: &Path) -> Result<String, AdminError> {
     }
     Ok(body.to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::PolicySet;
+
+    fn source() -> StatusSource {
+        StatusSource {
+            base: Status {
+                version: "test",
+                pid: 1,
+                mode: "listen",
+                started_at: "now".into(),
+                fail_open: false,
+                protected: vec!["127.0.0.1:9092".parse().unwrap()],
+                policy: PolicyStatus {
+                    dir: "/etc/interceptor/policies".into(),
+                    version: String::new(),
+                    generation: 0,
+                    loaded_at: String::new(),
+                    files: 0,
+                    rules: 0,
+                    reload: ReloadStatus::default(),
+                },
+            },
+            policy: PolicyHandle::fixed(PolicySet::empty()),
+        }
+    }
+
+    #[tokio::test]
+    async fn status_answers_with_the_policy_in_force_and_the_socket_is_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/admin.sock");
+        let task = serve(&path, source()).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let query = path.clone();
+        let json = tokio::task::spawn_blocking(move || query_status(&query))
+            .await
+            .unwrap()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["policy"]["version"], PolicySet::empty().version());
+        assert_eq!(v["policy"]["generation"], 1);
+        assert_eq!(v["protected"][0], "127.0.0.1:9092");
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn anything_but_get_status_is_not_found_and_long_requests_are_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin.sock");
+        let task = serve(&path, source()).unwrap();
+        for request in [
+            b"POST /status HTTP/1.0\r\n\r\n".to_vec(),
+            vec![b'A'; 10_000],
+        ] {
+            let mut s = UnixStream::connect(&path).await.unwrap();
+            // The server may stop reading (and reset) before all of a long request is in.
+            let _ = s.write_all(&request).await;
+            let _ = s.shutdown().await;
+            let mut answer = String::new();
+            let _ = s.read_to_string(&mut answer).await;
+            assert!(!answer.contains("\"policy\""), "{answer}");
+        }
+        task.abort();
+    }
+}

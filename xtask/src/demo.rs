@@ -44,9 +44,56 @@ const NETNS: &str = "interceptor-demo";
 const PIN_DIR: &str = "/sys/fs/bpf/interceptor-demo";
 const BROKER: &str = "127.0.0.1:9092";
 const IDP: &str = "127.0.0.1:9400";
-/// The demo's client at the identity provider, and its groups.
+/// The demo's clients at the identity provider: a writer, and an analyst that may only read.
 const CLIENT_ID: &str = "orders-app";
 const CLIENT_SECRET: &str = "orders-app-secret";
+const ANALYST_ID: &str = "analytics-app";
+const ANALYST_SECRET: &str = "analytics-app-secret";
+
+/// The demo's policy directory, one file: what each group may do, and a blocking rule.
+const POLICY: &str = "\
+# Written by `cargo xtask demo` into target/demo/policies/orders.yaml.
+description: The demo's two teams.
+
+rules:
+  - name: writers-own-orders
+    description: The orders service writes and reads its topics, in its consumer groups.
+    effect: allow
+    subjects:
+      groups: [writers]
+    resources:
+      topics: [orders, payments]
+      groups: [\"demo-*\"]
+    operations: [produce, consume, describe, create, commit]
+
+  - name: writers-idempotent
+    description: Idempotent producers need this on the cluster; listing brokers needs describe.
+    effect: allow
+    subjects:
+      groups: [writers]
+    resources:
+      cluster: true
+    operations: [idempotent-write, describe]
+
+  - name: analysts-read-orders
+    description: Analysts read orders in their own groups, and nothing else.
+    effect: allow
+    subjects:
+      groups: [analysts]
+    resources:
+      topics: [orders]
+      groups: [\"analytics-*\"]
+    operations: [consume, describe, commit]
+
+blocking:
+  - name: no-cloud-keys
+    description: An AWS access key id never goes into a record.
+    topics: [\"*\"]
+    forbidden_content:
+      - name: aws-access-key-id
+        patterns: [AKIA]
+        in: [key, value, headers]
+";
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// One thing a client does against the protected broker address.
@@ -177,6 +224,72 @@ pub fn steps() -> Vec<Step> {
             },
         },
         Step {
+            title:
+                "the analyst (group analysts) writes to orders: refused by policy (confluent-kafka)",
+            run: |d| {
+                let refused = d.client_as(
+                    ANALYST_ID,
+                    ANALYST_SECRET,
+                    Lib::Confluent,
+                    &[
+                        "produce",
+                        "--topic",
+                        "orders",
+                        "--seed",
+                        "analyst",
+                        "--count",
+                        "3",
+                        "--acks",
+                        "1",
+                        "--timeout",
+                        "20",
+                    ],
+                );
+                match refused {
+                    Ok(v) => bail!("the analyst's write was accepted: {v}"),
+                    Err(e) if format!("{e:#}").contains("TOPIC_AUTHORIZATION_FAILED") => Ok(
+                        "the client's own error: TOPIC_AUTHORIZATION_FAILED (29); audited as a \
+                         decision, deny"
+                            .into(),
+                    ),
+                    Err(e) => bail!("refused, but not with TOPIC_AUTHORIZATION_FAILED: {e:#}"),
+                }
+            },
+        },
+        Step {
+            title: "the analyst reads orders: allowed (confluent-kafka)",
+            run: |d| {
+                let v = d.client_as(
+                    ANALYST_ID,
+                    ANALYST_SECRET,
+                    Lib::Confluent,
+                    &[
+                        "consume", "--topic", "orders", "--seed", "demo", "--count", "1000",
+                        "--size", "512",
+                    ],
+                )?;
+                Ok(format!("{} records read by analytics-app", v["consumed"]))
+            },
+        },
+        Step {
+            title: "a record carrying an AWS key id is blocked (kcat -P, gzip)",
+            run: |d| {
+                let input = d.dir.join("kcat-secret.txt");
+                fs::write(&input, "aws_access_key_id=AKIAEXAMPLEEXAMPLE12\n")?;
+                let file = input.to_string_lossy().into_owned();
+                match d.kcat(&["-P", "-t", "payments", "-p", "0", "-z", "gzip", "-l", &file]) {
+                    Ok(out) => bail!("the record was accepted: {out}"),
+                    Err(e)
+                        if format!("{e:#}").contains("POLICY_VIOLATION")
+                            || format!("{e:#}").contains("policy") =>
+                    {
+                        Ok("POLICY_VIOLATION (44), rule no-cloud-keys in the audit trail".into())
+                    }
+                    Err(e) => bail!("refused, but not with POLICY_VIOLATION: {e:#}"),
+                }
+            },
+        },
+        Step {
             title: "consumer group: join, consume, commit (confluent-kafka)",
             run: |d| {
                 let v = d.client(
@@ -222,9 +335,14 @@ pub struct Demo {
 }
 
 impl Demo {
-    /// Runs a client script in the namespace against the protected address; it fetches its
-    /// own access token from the IdP.
+    /// Runs a client script in the namespace against the protected address, as the writer;
+    /// it fetches its own access token from the IdP.
     pub fn client(&self, lib: Lib, args: &[&str]) -> Result<Value> {
+        self.client_as(CLIENT_ID, CLIENT_SECRET, lib, args)
+    }
+
+    /// The same as another client of the IdP.
+    pub fn client_as(&self, id: &str, secret: &str, lib: Lib, args: &[&str]) -> Result<Value> {
         let token_url = self.idp.token_endpoint();
         let mut all = args.to_vec();
         all.extend_from_slice(&[
@@ -233,9 +351,9 @@ impl Demo {
             "--oidc-token-url",
             &token_url,
             "--oidc-client-id",
-            CLIENT_ID,
+            id,
             "--oidc-client-secret",
-            CLIENT_SECRET,
+            secret,
         ]);
         run_client(&self.ns, lib, &all, CLIENT_TIMEOUT)
     }
@@ -331,11 +449,10 @@ fn start() -> Result<Demo> {
         &ns,
         IDP.parse()?,
         &dir,
-        &[IdpClient::new(
-            CLIENT_ID,
-            CLIENT_SECRET,
-            &["payments", "writers"],
-        )],
+        &[
+            IdpClient::new(CLIENT_ID, CLIENT_SECRET, &["payments", "writers"]),
+            IdpClient::new(ANALYST_ID, ANALYST_SECRET, &["analysts"]),
+        ],
     )?;
     say(&format!(
         "identity provider: oidc-provider at {} (client-credentials grant, RS256 JWT access \
@@ -354,7 +471,16 @@ fn start() -> Result<Demo> {
         &secrets,
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )?;
+    let policies = dir.join("policies");
+    fs::create_dir_all(&policies)?;
+    fs::write(policies.join("orders.yaml"), POLICY)?;
+    say(&format!(
+        "policy: {} — writers may produce and consume orders and payments, analysts may only \
+         read orders, nobody may write an AWS key id; anything else is denied",
+        policies.join("orders.yaml").display()
+    ));
     let config = DaemonConfig::kafka(&[broker])
+        .policy_dir(&policies)
         .listener_settings("sasl_mechanisms = [\"OAUTHBEARER\"]\n")
         .extra(&format!(
             "[[identity.issuer]]\nissuer = \"{}\"\naudiences = [\"{AUDIENCE}\"]\n\

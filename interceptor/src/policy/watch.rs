@@ -253,3 +253,95 @@ fn now() -> String {
         .format(&Rfc3339)
         .unwrap_or_else(|_| "unknown".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        audit::MemorySink,
+        policy::{Check, Operation, Resource, Subject},
+    };
+
+    fn rule(topic: &str) -> String {
+        format!(
+            "rules:\n  - name: writers\n    effect: allow\n    subjects:\n      groups: [writers]\n    \
+             resources:\n      topics: [\"{topic}\"]\n    operations: [produce]\n"
+        )
+    }
+
+    fn may_produce(handle: &PolicyHandle, topic: &str) -> bool {
+        let groups = vec!["writers".to_owned()];
+        let subject = Subject {
+            principal: "app",
+            groups: &groups,
+            client_id: None,
+            source: "127.0.0.1".parse().unwrap(),
+        };
+        handle
+            .current()
+            .set
+            .decide(&subject, Operation::Produce, Resource::topic(topic))
+            .check
+            == Check::Allowed
+    }
+
+    /// Waits up to `within` for `cond`.
+    async fn eventually(within: Duration, cond: impl Fn() -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < deadline {
+            if cond() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        cond()
+    }
+
+    #[tokio::test]
+    async fn edits_take_effect_within_a_second_and_a_broken_set_keeps_the_last_good_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("writers.yaml");
+        std::fs::write(&file, rule("orders")).unwrap();
+        let initial = PolicySet::load_dir(dir.path()).unwrap();
+        let (audit, _writer) = AuditLog::start(MemorySink::default(), 64);
+        let (handle, task) = start(dir.path(), initial, audit, None).unwrap();
+        assert!(may_produce(&handle, "orders"));
+        let first = handle.current().version.clone();
+
+        // An edit: the right moves from orders to payments.
+        std::fs::write(&file, rule("payments")).unwrap();
+        assert!(
+            eventually(Duration::from_secs(1), || may_produce(&handle, "payments")).await,
+            "the edit was not picked up within a second"
+        );
+        assert!(!may_produce(&handle, "orders"));
+        let second = handle.current();
+        assert_eq!(second.generation, 2);
+        assert_ne!(second.version, first);
+
+        // A broken file: the set stays, the errors are reported.
+        std::fs::write(
+            dir.path().join("broken.yaml"),
+            "rules: [ {name: x, effect: allow",
+        )
+        .unwrap();
+        assert!(
+            eventually(Duration::from_secs(2), || !handle
+                .status()
+                .last_errors
+                .is_empty())
+            .await,
+            "the broken set was not reported"
+        );
+        assert_eq!(handle.current().version, second.version);
+        assert!(may_produce(&handle, "payments"));
+        assert!(handle.status().last_errors[0].contains("broken.yaml"));
+
+        // Fixing it clears the errors and loads the new set.
+        std::fs::remove_file(dir.path().join("broken.yaml")).unwrap();
+        std::fs::write(&file, rule("orders")).unwrap();
+        assert!(eventually(Duration::from_secs(2), || may_produce(&handle, "orders")).await);
+        assert!(handle.status().last_errors.is_empty());
+        task.abort();
+    }
+}

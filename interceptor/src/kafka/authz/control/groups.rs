@@ -1,0 +1,277 @@
+//! Consumer groups: finding their coordinator, membership (classic and KIP-848), describing,
+//! listing and deleting them.
+
+use kafka_protocol::messages::{
+    consumer_group_describe_response::{self as cgd, ConsumerGroupDescribeResponse},
+    delete_groups_response::{DeletableGroupResult, DeleteGroupsResponse},
+    describe_groups_response::{DescribeGroupsResponse, DescribedGroup},
+    find_coordinator_response::{Coordinator, FindCoordinatorResponse},
+    BrokerId, ConsumerGroupHeartbeatResponse, GroupId, HeartbeatResponse, JoinGroupResponse,
+    LeaveGroupResponse, ListGroupsResponse, SyncGroupResponse,
+};
+
+use super::common::{
+    owned, parsed, per_item, refusal, respond, rewrite, After, Ask, Body, Refusal,
+};
+use crate::kafka::authz::{AuthzError, Context, Outcome, Request};
+use crate::policy::{Operation::*, Resource};
+
+pub(super) fn find_coordinator(
+    request: &Request<'_>,
+    ctx: &mut Context<'_>,
+) -> Result<Outcome, AuthzError> {
+    let body = Body::of(request);
+    let version = request.header.api_version;
+    let mut ask = Ask::new(ctx.check);
+    if version <= 3 {
+        let (key, key_type) = parsed(request, || {
+            let mut r = body.reader(request)?;
+            let key = body.name(&mut r, "coordinator key")?;
+            let key_type = if version >= 1 { r.i8("key type")? } else { 0 };
+            Ok((key, key_type))
+        })?;
+        let Some(refused) = coordinator_refusal(&mut ask, key_type, key) else {
+            return Ok(Outcome::Forward);
+        };
+        let mut answer = FindCoordinatorResponse::default()
+            .with_error_code(refused.code)
+            .with_node_id(BrokerId(-1))
+            .with_port(-1);
+        if version >= 1 {
+            answer.error_message = refused.message();
+        }
+        return respond(request, &answer);
+    }
+    let (key_type, keys) = parsed(request, || {
+        let mut r = body.reader(request)?;
+        let key_type = r.i8("key type")?;
+        Ok((key_type, body.names(&mut r, "coordinator keys")?))
+    })?;
+    let refusals: Vec<_> = (keys.items.iter())
+        .map(|key| coordinator_refusal(&mut ask, key_type, key.value))
+        .collect();
+    per_item(
+        request,
+        &keys,
+        &refusals,
+        |&key, refused| {
+            Coordinator::default()
+                .with_key(owned(key))
+                .with_node_id(BrokerId(-1))
+                .with_port(-1)
+                .with_error_code(refused.code)
+                .with_error_message(refused.message())
+        },
+        |answer: &mut FindCoordinatorResponse| &mut answer.coordinators,
+        None,
+    )
+}
+
+/// Kafka: Describe on the group (0) or transactional id (1); the share coordinator (2, whose
+/// keys are "group:topic id:partition") is for brokers only. Other key types are left to
+/// the broker, which refuses them (INVALID_REQUEST).
+fn coordinator_refusal(ask: &mut Ask, key_type: i8, key: &str) -> Option<Refusal> {
+    match key_type {
+        0 => refusal(ask, Describe, Resource::group(key)),
+        1 => refusal(ask, Describe, Resource::transactional_id(key)),
+        2 => refusal(ask, ClusterAction, Resource::cluster()),
+        _ => None,
+    }
+}
+
+/// JoinGroup, Heartbeat, LeaveGroup and SyncGroup: the group id comes first, and a refusal
+/// is the answer's one error code (Kafka's LeaveGroup v3+ error answer has no members
+/// either).
+pub(super) fn membership(
+    request: &Request<'_>,
+    ctx: &mut Context<'_>,
+) -> Result<Outcome, AuthzError> {
+    let body = Body::of(request);
+    let group = parsed(request, || {
+        body.name(&mut body.reader(request)?, "group id")
+    })?;
+    let Some(refused) = refusal(&mut Ask::new(ctx.check), Consume, Resource::group(group)) else {
+        return Ok(Outcome::Forward);
+    };
+    let code = refused.code;
+    match request.header.api_key {
+        11 => respond(request, &JoinGroupResponse::default().with_error_code(code)),
+        12 => respond(request, &HeartbeatResponse::default().with_error_code(code)),
+        13 => respond(
+            request,
+            &LeaveGroupResponse::default().with_error_code(code),
+        ),
+        _ => respond(request, &SyncGroupResponse::default().with_error_code(code)),
+    }
+}
+
+pub(super) fn describe_groups(
+    request: &Request<'_>,
+    ctx: &mut Context<'_>,
+) -> Result<Outcome, AuthzError> {
+    let body = Body::of(request);
+    let groups = parsed(request, || body.names(&mut body.reader(request)?, "groups"))?;
+    let mut ask = Ask::new(ctx.check);
+    let refusals: Vec<_> = (groups.items.iter())
+        .map(|g| refusal(&mut ask, Describe, Resource::group(g.value)))
+        .collect();
+    let with_message = request.header.api_version >= 6;
+    per_item(
+        request,
+        &groups,
+        &refusals,
+        |&group, refused| {
+            let mut entry = DescribedGroup::default()
+                .with_group_id(GroupId(owned(group)))
+                .with_error_code(refused.code);
+            if with_message {
+                entry.error_message = refused.message();
+            }
+            entry
+        },
+        |answer: &mut DescribeGroupsResponse| &mut answer.groups,
+        None,
+    )
+}
+
+/// Kafka lists every group to a principal that may describe the cluster, and otherwise
+/// the groups it may describe: the second needs the broker's answer.
+pub(super) fn list_groups(
+    request: &Request<'_>,
+    ctx: &mut Context<'_>,
+) -> Result<Outcome, AuthzError> {
+    let mut ask = Ask::new(ctx.check);
+    if ask.check(Describe, Resource::cluster()).is_allowed() {
+        return Ok(Outcome::Forward);
+    }
+    Ok(Outcome::FilterResponse(rewrite(
+        request,
+        move |answer: &mut ListGroupsResponse| {
+            answer.groups.retain(|g| {
+                ask.check(Describe, Resource::group(&g.group_id))
+                    .is_allowed()
+            });
+        },
+    )))
+}
+
+pub(super) fn delete_groups(
+    request: &Request<'_>,
+    ctx: &mut Context<'_>,
+) -> Result<Outcome, AuthzError> {
+    let body = Body::of(request);
+    let groups = parsed(request, || body.names(&mut body.reader(request)?, "groups"))?;
+    let mut ask = Ask::new(ctx.check);
+    let refusals: Vec<_> = (groups.items.iter())
+        .map(|g| refusal(&mut ask, Delete, Resource::group(g.value)))
+        .collect();
+    per_item(
+        request,
+        &groups,
+        &refusals,
+        |&group, refused| {
+            DeletableGroupResult::default()
+                .with_group_id(GroupId(owned(group)))
+                .with_error_code(refused.code)
+        },
+        |answer: &mut DeleteGroupsResponse| &mut answer.results,
+        None,
+    )
+}
+
+/// KIP-848 heartbeat: Read on the group, then Describe on every subscribed topic (Kafka 4.0
+/// refuses the whole heartbeat with TOPIC_AUTHORIZATION_FAILED if any is refused). A
+/// subscription regex is resolved by the broker, out of the interceptor's sight: it is
+/// forwarded, and Fetch and OffsetCommit check `consume` on every topic it brings.
+pub(super) fn consumer_group_heartbeat(
+    request: &Request<'_>,
+    ctx: &mut Context<'_>,
+) -> Result<Outcome, AuthzError> {
+    let body = Body::of(request);
+    let (group, topics) = parsed(request, || {
+        let mut r = body.reader(request)?;
+        let group = body.name(&mut r, "group id")?;
+        body.skip_str(&mut r, "member id")?;
+        r.i32("member epoch")?;
+        body.skip_str(&mut r, "instance id")?;
+        body.skip_str(&mut r, "rack id")?;
+        r.i32("rebalance timeout")?;
+        let topics = body.nullable_array(&mut r, 1, "subscribed topic names", |r| {
+            body.name(r, "subscribed topic name")
+        })?;
+        Ok((group, topics))
+    })?;
+    let mut ask = Ask::new(ctx.check);
+    let refused = refusal(&mut ask, Consume, Resource::group(group)).or_else(|| {
+        (topics.iter().flat_map(|t| &t.items))
+            .find_map(|t| refusal(&mut ask, Describe, Resource::topic(t.value)))
+    });
+    match refused {
+        None => Ok(Outcome::Forward),
+        Some(refused) => respond(
+            request,
+            &ConsumerGroupHeartbeatResponse::default()
+                .with_error_code(refused.code)
+                .with_error_message(refused.message()),
+        ),
+    }
+}
+
+pub(super) fn consumer_group_describe(
+    request: &Request<'_>,
+    ctx: &mut Context<'_>,
+) -> Result<Outcome, AuthzError> {
+    let body = Body::of(request);
+    let groups = parsed(request, || {
+        body.names(&mut body.reader(request)?, "group ids")
+    })?;
+    let mut ask = Ask::new(ctx.check);
+    let refusals: Vec<_> = (groups.items.iter())
+        .map(|g| refusal(&mut ask, Describe, Resource::group(g.value)))
+        .collect();
+    per_item(
+        request,
+        &groups,
+        &refusals,
+        |&group, refused| {
+            cgd::DescribedGroup::default()
+                .with_group_id(GroupId(owned(group)))
+                .with_error_code(refused.code)
+                .with_error_message(refused.message())
+        },
+        |answer: &mut ConsumerGroupDescribeResponse| &mut answer.groups,
+        hide_consumer_groups_with_hidden_topics(ask),
+    )
+}
+
+/// Kafka 4.0 answers TOPIC_AUTHORIZATION_FAILED for a described group whose members'
+/// assignments name a topic the client may not describe, rather than leak the topic.
+fn hide_consumer_groups_with_hidden_topics(mut ask: Ask) -> After<ConsumerGroupDescribeResponse> {
+    Some(Box::new(
+        move |answer: &mut ConsumerGroupDescribeResponse| {
+            for group in answer.groups.iter_mut().filter(|g| g.error_code == 0) {
+                let refused = (group.members.iter())
+                    .flat_map(|m| {
+                        (m.assignment.topic_partitions.iter())
+                            .chain(&m.target_assignment.topic_partitions)
+                    })
+                    .find_map(|t| hidden_topic(&mut ask, &t.topic_name));
+                if let Some(refused) = refused {
+                    *group = cgd::DescribedGroup::default()
+                        .with_group_id(group.group_id.clone())
+                        .with_error_code(refused.code)
+                        .with_error_message(refused.message());
+                }
+            }
+        },
+    ))
+}
+
+/// The refusal to describe a topic named in a broker's answer (an empty name is a topic
+/// the broker could not name: nothing to hide).
+pub(super) fn hidden_topic(ask: &mut Ask, topic: &str) -> Option<Refusal> {
+    if topic.is_empty() {
+        return None;
+    }
+    refusal(ask, Describe, Resource::topic(topic))
+}
