@@ -16,7 +16,7 @@ import time
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import (IllegalSaslStateError, KafkaError, SaslAuthenticationFailedError,
-                          UnsupportedSaslMechanismError)
+                          TopicAuthorizationFailedError, UnsupportedSaslMechanismError)
 from kafka.net.sasl.oauth import AbstractTokenProvider
 
 import payload
@@ -304,6 +304,21 @@ def probe_produce(a):
     payload.finish(s, True)
 
 
+def probe_partitions(c, topic, timeout):
+    """The topic's partitions, or the refusal metadata gives for it: kafka-python keeps topics
+    it may not describe in its cluster metadata's unauthorized_topics, and raises nothing."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        parts = c.partitions_for_topic(topic)
+        if parts:
+            return sorted(parts), None
+        if topic in c._cluster.unauthorized_topics:  # noqa: SLF001 - no public accessor
+            e = TopicAuthorizationFailedError(topic)
+            return None, entry(e)
+        time.sleep(0.2)
+    return None, payload.error_entry("no partitions in metadata", None)
+
+
 def probe_consume(a):
     """Reads --topic (subscribing with --group, or --assign-ing every partition) until --count
     records (or, with --until-error, until an error), the first refusal or --timeout."""
@@ -316,13 +331,17 @@ def probe_consume(a):
     refusal, refusal_after = None, None
     if a.assign:
         c = KafkaConsumer(group_id=None, **common)
-        tps = [TopicPartition(a.topic, p) for p in partitions(c, a.topic, a.timeout)]
-        c.assign(tps)
-        c.seek_to_beginning(*tps)
-        try:
-            watermarks = {str(tp.partition): off for tp, off in c.end_offsets(tps).items()}
-        except KafkaError as e:
-            errors.append(entry(e))
+        parts, refusal = probe_partitions(c, a.topic, a.timeout)
+        if parts is None:
+            refusal_after = round(time.time() - start, 3)
+        else:
+            tps = [TopicPartition(a.topic, p) for p in parts]
+            c.assign(tps)
+            c.seek_to_beginning(*tps)
+            try:
+                watermarks = {str(tp.partition): off for tp, off in c.end_offsets(tps).items()}
+            except KafkaError as e:
+                errors.append(entry(e))
     else:
         c = KafkaConsumer(a.topic, group_id=a.group, **common)
     progress.update(consumed, started=True)
