@@ -63,7 +63,9 @@ rules:
       groups: [writers]
     resources:
       topics: [orders, payments]
-      groups: [\"demo-*\"]
+      # itest-unused-*: the demo's readers assign partitions themselves, but librdkafka still
+      # looks up the coordinator of the (unused) group they name.
+      groups: [\"demo-*\", \"itest-unused-*\"]
     operations: [produce, consume, describe, create, commit]
 
   - name: writers-idempotent
@@ -82,7 +84,7 @@ rules:
       groups: [analysts]
     resources:
       topics: [orders]
-      groups: [\"analytics-*\"]
+      groups: [\"analytics-*\", \"itest-unused-*\"]
     operations: [consume, describe, commit]
 
 blocking:
@@ -616,6 +618,38 @@ fn report(demo: &Demo, outcomes: &[StepOutcome]) {
             opens.len(),
             kernel
         );
+        let decisions: Vec<&Value> = window.iter().filter(|e| e["event"] == "decision").collect();
+        let allowed = decisions
+            .iter()
+            .filter(|e| e["decision"] == "allow")
+            .count();
+        if !decisions.is_empty() {
+            println!(
+                "    policy {}: {} decision(s), {allowed} allowed",
+                text(&decisions[0]["policy_version"]),
+                decisions.len()
+            );
+        }
+        for e in decisions
+            .iter()
+            .filter(|e| e["decision"] != "allow")
+            .take(5)
+        {
+            println!(
+                "    {} {} {} {}:{} for {} ({}) — rule {}",
+                text(&e["decision"]).to_uppercase(),
+                text(&e["api"]),
+                text(&e["operation"]),
+                text(&e["resource_type"]),
+                text(&e["resource"]),
+                text(&e["principal"]),
+                text(&e["groups"]),
+                e["rule"]
+                    .as_str()
+                    .map(|r| format!("{r} ({})", text(&e["rule_source"])))
+                    .unwrap_or_else(|| "none matched: default deny".into()),
+            );
+        }
         for e in window.iter().filter(|e| e["event"] == "connection_open") {
             let session = e["session"].as_u64().unwrap_or(0);
             let close = closes.get(&session);

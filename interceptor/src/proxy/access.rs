@@ -25,13 +25,14 @@ use crate::{
 };
 
 pub struct SessionCheck {
-    session: u64,
     client: SocketAddr,
     record_limits: RecordLimits,
     state: Mutex<State>,
 }
 
 struct State {
+    session: u64,
+    client: SocketAddr,
     policy: Arc<ActivePolicy>,
     principal: String,
     groups: Vec<String>,
@@ -51,10 +52,11 @@ impl SessionCheck {
         record_limits: RecordLimits,
     ) -> Self {
         Self {
-            session,
             client,
             record_limits,
             state: Mutex::new(State {
+                session,
+                client,
                 policy,
                 principal: String::new(),
                 groups: Vec::new(),
@@ -101,8 +103,6 @@ impl SessionCheck {
 impl State {
     fn record(
         &mut self,
-        session: u64,
-        client: SocketAddr,
         op: Operation,
         resource: Resource<'_>,
         check: Check,
@@ -115,8 +115,8 @@ impl State {
             Check::Violation => "violation",
         };
         self.events.push(AuditEvent::Decision {
-            session,
-            client,
+            session: self.session,
+            client: self.client,
             principal: self.principal.clone(),
             groups: self.groups.clone(),
             client_id: self.client_id.clone(),
@@ -145,15 +145,7 @@ impl AccessCheck for SessionCheck {
             };
             s.policy.set.decide(&subject, op, resource)
         };
-        s.record(
-            self.session,
-            self.client,
-            op,
-            resource,
-            decision.check,
-            decision.rule.as_ref(),
-            None,
-        );
+        s.record(op, resource, decision.check, decision.rule.as_ref(), None);
         decision.check
     }
 
@@ -174,8 +166,6 @@ impl AccessCheck for SessionCheck {
             Some((rule, detail)) => {
                 let detail = format!("partition {partition}: {detail}");
                 s.record(
-                    self.session,
-                    self.client,
                     Operation::Produce,
                     Resource::topic(topic),
                     Check::Violation,
@@ -268,4 +258,184 @@ fn forbidden_in(rule: &ContentRule, record: &records::RecordView<'_>) -> Option<
         return Some("header");
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::policy::{watch::PolicyHandle, PolicySet};
+
+    const POLICY: &str = "\
+rules:
+  - name: writers
+    effect: allow
+    subjects:
+      groups: [writers]
+    resources:
+      topics: [\"orders.*\"]
+    operations: [produce]
+  - name: no-archive
+    effect: deny
+    subjects:
+      groups: [writers]
+    resources:
+      topics: [orders.archive]
+    operations: [produce]
+blocking:
+  - name: small-records
+    topics: [orders.small]
+    max_record_bytes: 100
+  - name: no-keys
+    topics: [\"orders.*\"]
+    forbidden_content:
+      - name: aws
+        patterns: [AKIA]
+";
+
+    fn session() -> SessionCheck {
+        let set = PolicySet::from_files(&[("p.yaml".into(), POLICY.into())]).unwrap();
+        let policy = PolicyHandle::fixed(set);
+        let check = SessionCheck::new(
+            7,
+            "10.1.2.3:4000".parse().unwrap(),
+            policy.current(),
+            RecordLimits {
+                max_decompressed_bytes: 1 << 20,
+                max_records_per_batch: 1000,
+            },
+        );
+        let identity = Identity {
+            principal: "app".into(),
+            groups: vec!["writers".into()],
+            issuer: None,
+            mechanism: "OAUTHBEARER",
+        };
+        let header = RequestHeader {
+            api_key: 0,
+            api_version: 9,
+            correlation_id: 42,
+            client_id: Some(Bytes::from_static(b"producer-1")),
+            body_offset: 0,
+        };
+        check.begin(policy.current(), &identity, &header);
+        check
+    }
+
+    /// One uncompressed record batch with one record, built with the crate's encoder.
+    fn batch(value: &[u8]) -> Vec<u8> {
+        use kafka_protocol::records::{
+            Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+        };
+        let record = Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: -1,
+            timestamp: 0,
+            delete_horizon: false,
+            key: None,
+            value: Some(Bytes::copy_from_slice(value)),
+            headers: Default::default(),
+        };
+        let mut out = bytes::BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut out,
+            [&record],
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        out.to_vec()
+    }
+
+    #[test]
+    fn every_decision_is_kept_with_who_asked_the_rule_and_the_version() {
+        let check = session();
+        assert_eq!(
+            check.check(Operation::Produce, Resource::topic("orders.eu")),
+            Check::Allowed
+        );
+        assert_eq!(
+            check.check(Operation::Produce, Resource::topic("orders.archive")),
+            Check::Denied
+        );
+        assert_eq!(
+            check.check(Operation::Consume, Resource::topic("orders.eu")),
+            Check::Denied
+        );
+        let (events, version) = check.take_events();
+        assert!(version.starts_with("sha256:"), "{version}");
+        let json: Vec<serde_json::Value> = events
+            .iter()
+            .map(|e| serde_json::to_value(e).unwrap())
+            .collect();
+        assert_eq!(json.len(), 3);
+        assert_eq!(json[0]["decision"], "allow");
+        assert_eq!(json[0]["rule"], "writers");
+        assert_eq!(json[0]["rule_source"], "p.yaml:2");
+        assert_eq!(json[0]["principal"], "app");
+        assert_eq!(json[0]["groups"][0], "writers");
+        assert_eq!(json[0]["client_id"], "producer-1");
+        assert_eq!(json[0]["api"], "Produce");
+        assert_eq!(json[0]["correlation_id"], 42);
+        assert_eq!(json[0]["session"], 7);
+        assert_eq!(json[1]["decision"], "deny");
+        assert_eq!(json[1]["rule"], "no-archive");
+        assert_eq!(json[2]["decision"], "deny");
+        assert!(json[2].get("rule").is_none(), "default deny names no rule");
+        assert!(check.take_events().0.is_empty(), "taken once");
+    }
+
+    #[test]
+    fn records_are_held_to_the_topics_blocking_rules() {
+        let check = session();
+        let clean = batch(b"order 1");
+        assert_eq!(check.check_records("orders.eu", 0, &clean), Check::Allowed);
+        assert!(
+            check.take_events().0.is_empty(),
+            "an allowed batch adds nothing"
+        );
+        assert_eq!(
+            check.check_records("orders.eu", 3, &batch(b"key=AKIAEXAMPLE")),
+            Check::Violation
+        );
+        assert_eq!(
+            check.check_records("orders.small", 0, &batch(&[b'x'; 200])),
+            Check::Violation
+        );
+        assert_eq!(
+            check.check_records("orders.small", 0, &batch(&[b'x'; 50])),
+            Check::Allowed
+        );
+        // Unreadable records under a rule that must read them are refused, not passed.
+        assert_eq!(
+            check.check_records("orders.eu", 0, b"\0\0\0\0garbage"),
+            Check::Violation
+        );
+        // A topic without blocking rules is not read at all.
+        assert_eq!(
+            check.check_records("payments", 0, b"garbage"),
+            Check::Allowed
+        );
+        let (events, _) = check.take_events();
+        let json: Vec<serde_json::Value> = events
+            .iter()
+            .map(|e| serde_json::to_value(e).unwrap())
+            .collect();
+        assert_eq!(json.len(), 3);
+        assert_eq!(json[0]["decision"], "violation");
+        assert_eq!(json[0]["rule"], "no-keys");
+        assert!(json[0]["detail"].as_str().unwrap().contains("partition 3"));
+        assert!(json[0]["detail"].as_str().unwrap().contains("aws"));
+        assert_eq!(json[1]["rule"], "small-records");
+        assert!(json[2]["detail"].as_str().unwrap().contains("unreadable"));
+    }
 }

@@ -89,14 +89,19 @@ async fn fill<R: AsyncRead + Unpin>(
     reader.read_buf(buf).await
 }
 
+/// What each request passes before it is forwarded: authentication, the policy, the filters.
+pub struct Gates<'a> {
+    pub auth: &'a mut SessionAuth,
+    pub authz: &'a mut RequestAuthz,
+    pub chain: &'a FilterChain,
+}
+
 /// Client → broker. Returns when the client closes or on the first error. `bytes_in` counts what the client sent.
 pub async fn requests<R, W>(
     client: &mut R,
     upstream: &mut W,
     in_flight: InFlightTx,
-    auth: &mut SessionAuth,
-    authz: &mut RequestAuthz,
-    chain: &FilterChain,
+    gates: Gates<'_>,
     limits: RelayLimits,
     bytes_in: &mut u64,
 ) -> RelayEnd
@@ -104,6 +109,7 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let Gates { auth, authz, chain } = gates;
     let mut buf = BytesMut::with_capacity(limits.read_buffer_bytes);
     let mut batch: Vec<Bytes> = Vec::new();
     loop {
@@ -624,7 +630,18 @@ mod tests {
     }
 
     /// A policy that allows everything to everyone: the relay tests are about framing.
-    pub(crate) const ALLOW_ALL: &str = "TODO";
+    const ALLOW_ALL: &str = "rules:
+  - name: allow-everything
+    effect: allow
+    subjects:
+      principals: [\"*\", ANONYMOUS]
+    resources:
+      topics: [\"*\"]
+      groups: [\"*\"]
+      transactional_ids: [\"*\"]
+      cluster: true
+    operations: [\"*\"]
+";
 
     fn allow_all() -> RequestAuthz {
         let set = crate::policy::PolicySet::from_files(&[(
@@ -664,9 +681,11 @@ mod tests {
             &mut client,
             &mut broker,
             tx,
-            &mut anonymous(),
-            &mut allow_all(),
-            &FilterChain::default(),
+            Gates {
+                auth: &mut anonymous(),
+                authz: &mut allow_all(),
+                chain: &FilterChain::default(),
+            },
             LIMITS,
             &mut bytes_in,
         )
@@ -687,10 +706,15 @@ mod tests {
         assert_eq!(end.reason, CloseReason::ClientClosed);
         assert_eq!(broker, input, "forwarded unchanged");
         assert_eq!(bytes_in, input.len() as u64);
-        assert_eq!(
-            queued,
-            vec![upstream(1, 3, 1), Pending::Unanswered(2), upstream(3, 0, 3)]
-        );
+        // Metadata answers are always filtered (topics the client may not describe, ids).
+        let [Pending::Rewritten(metadata, _), rest @ ..] = &queued[..] else {
+            panic!("Metadata's answer is rewritten: {queued:?}")
+        };
+        let Pending::Upstream(metadata_plain) = upstream(1, 3, 1) else {
+            unreachable!()
+        };
+        assert_eq!(*metadata, metadata_plain);
+        assert_eq!(rest, [Pending::Unanswered(2), upstream(3, 0, 3)]);
     }
 
     #[tokio::test]

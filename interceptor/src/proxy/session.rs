@@ -201,9 +201,11 @@ pub async fn serve(
             &mut client_rd,
             &mut up_wr,
             tx,
-            &mut auth,
-            &mut authz,
-            &ctx.chain,
+            relay::Gates {
+                auth: &mut auth,
+                authz: &mut authz,
+                chain: &ctx.chain,
+            },
             relay_limits,
             &mut bytes_in,
         );
