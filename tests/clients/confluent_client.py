@@ -1,10 +1,12 @@
 """confluent-kafka (librdkafka) client for the tests and the demo.
 
     confluent_client.py produce|consume|admin|group --bootstrap HOST:PORT [options]
+    confluent_client.py probe-produce|probe-consume|probe-admin --bootstrap HOST:PORT [options]
 
 Prints one JSON summary line; exits non-zero on any mismatch, error or timeout, and with 3 after
 a JSON line {"error": "authentication", ...} when SASL authentication fails (see payload.py for
-the SASL options).
+the SASL options). The probe-* operations report what was answered (errors by librdkafka's
+name and Kafka code) and exit 0 whatever it was: they are for tests of refusals.
 """
 
 import time
@@ -12,7 +14,8 @@ import uuid
 
 from confluent_kafka import (OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer,
                              TopicPartition)
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
+                                   NewPartitions, NewTopic, ResourceType)
 
 import payload
 
@@ -284,6 +287,208 @@ def group(a):
     payload.finish(s, check.ok() and commit_error is None and offsets_ok)
 
 
+# ---------------------------------------------------------------------------------------------
+# Probes (see payload.py): every outcome reported, exit 0
+
+
+def entry(err):
+    """A KafkaError as a probe reports it."""
+    return payload.error_entry(err.name(), err.code(), detail=err.str())
+
+
+def exception_entry(e):
+    err = e.args[0] if e.args and isinstance(e.args[0], KafkaError) else None
+    if err is not None:
+        return entry(err)
+    return payload.error_entry(type(e).__name__, None, detail=e)
+
+
+def collecting_error_cb(a, conf, into):
+    """`conf` with an error_cb that keeps librdkafka's client-level errors (still ending the run
+    at an authentication failure)."""
+    def cb(err):
+        if len(into) < 20:
+            into.append(entry(err))
+        on_error(a, err)
+    return dict(conf, error_cb=cb)
+
+
+def probe_produce(a):
+    """--count records to each of --topics (one producer, so one connection to the broker: with
+    a long --linger-ms the topics share Produce requests; --sequential flushes after each)."""
+    topics = payload.probe_topics(a)
+    client_errors = []
+    p = Producer(collecting_error_cb(a, with_sasl(a, {
+        "bootstrap.servers": a.bootstrap,
+        "compression.type": a.codec,
+        "acks": a.acks,
+        "enable.idempotence": a.acks == "all",
+        "linger.ms": a.linger_ms,
+        # A refusal is final: fail the records after --timeout, not the default 5 minutes.
+        "message.timeout.ms": int(a.timeout * 1000),
+        "client.id": "itest-confluent-probe",
+    }), client_errors))
+    tally = payload.Tally(topics)
+
+    def on_delivery(err, msg):
+        if err is None:
+            tally.ok(msg.topic())
+        else:
+            tally.failed(msg.topic(), entry(err))
+
+    start = time.time()
+    for topic in topics:
+        for i in range(a.count):
+            while True:
+                try:
+                    p.produce(topic, key=payload.key(a.seed, i), value=payload.probe_value(a, i),
+                              headers=payload.headers(a.seed, i, a.size), on_delivery=on_delivery)
+                    break
+                except BufferError:
+                    p.poll(0.1)
+            p.poll(0)
+        if a.sequential:
+            p.flush(a.timeout)
+    left = p.flush(a.timeout)
+    s = tally.summary()
+    s.update({"op": "probe-produce", "client": CLIENT, "acks": a.acks, "codec": a.codec,
+              "undelivered": left, "client_errors": client_errors,
+              "seconds": round(time.time() - start, 3)})
+    payload.finish(s, True)
+
+
+def probe_partitions(c, topic, timeout):
+    """The topic's partitions, or the error metadata gives for it (a refusal is not retried)."""
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        c.poll(0)
+        try:
+            md = c.list_topics(topic, timeout=1.0)
+        except KafkaException as e:
+            last = exception_entry(e)
+            continue
+        t = md.topics.get(topic)
+        if t is not None and t.error is not None:
+            last = entry(t.error)
+            if t.error.code() in payload.REFUSALS:
+                return None, last
+        elif t is not None and t.partitions:
+            return sorted(t.partitions), None
+        time.sleep(0.2)
+    return None, last or payload.error_entry("no partitions in metadata", None)
+
+
+def probe_consume(a):
+    """Reads --topic (subscribing with --group, or --assign-ing every partition) until --count
+    records (or, with --until-error, until an error), the first refusal or --timeout."""
+    client_errors = []
+    c = Consumer(collecting_error_cb(a, with_sasl(a, {
+        "bootstrap.servers": a.bootstrap,
+        "group.id": a.group or "itest-probe-" + uuid.uuid4().hex,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "client.id": "itest-confluent-probe",
+    }), client_errors))
+    progress = payload.Progress(a.progress_file)
+    start = time.time()
+    deadline = start + a.timeout
+    consumed, keys, errors, watermarks = 0, [], [], {}
+    refusal, refusal_after = None, None
+    if a.assign:
+        parts, refusal = probe_partitions(c, a.topic, a.timeout)
+        if parts is not None:
+            tps = [TopicPartition(a.topic, p, OFFSET_BEGINNING) for p in parts]
+            for tp in tps:
+                try:
+                    watermarks[str(tp.partition)] = c.get_watermark_offsets(tp, timeout=10)[1]
+                except KafkaException as e:
+                    errors.append(exception_entry(e))
+            c.assign(tps)
+        else:
+            refusal_after = round(time.time() - start, 3)
+    else:
+        c.subscribe([a.topic])
+    progress.update(consumed, started=True)
+    while refusal is None and time.time() < deadline:
+        if consumed >= a.count and not a.until_error:
+            break
+        for m in c.consume(num_messages=500, timeout=0.5):
+            err = m.error()
+            if err is None:
+                consumed += 1
+                if len(keys) < 500:
+                    keys.append((m.key() or b"").decode(errors="replace"))
+                continue
+            e = entry(err)
+            if e not in errors and len(errors) < 20:
+                errors.append(e)
+            if refusal is None and (err.code() in payload.REFUSALS or err.fatal()):
+                refusal, refusal_after = e, round(time.time() - start, 3)
+        for e in client_errors:
+            if refusal is None and e["code"] in payload.REFUSALS:
+                refusal, refusal_after = e, round(time.time() - start, 3)
+        progress.update(consumed, started=True)
+    refused_at = time.time() if refusal is not None else None
+    c.close()
+    progress.update(consumed, started=True, done=True)
+    payload.finish({"op": "probe-consume", "client": CLIENT, "topic": a.topic, "group": a.group,
+                    "consumed": consumed, "keys": keys, "high_watermarks": watermarks,
+                    "refusal": refusal, "refusal_after": refusal_after, "refused_at": refused_at,
+                    "errors": errors, "client_errors": client_errors,
+                    "seconds": round(time.time() - start, 3)}, True)
+
+
+def probe_admin(a):
+    """Runs --actions on --topic in order, each outcome reported; then whether the topic exists
+    and how many partitions it has."""
+    client_errors = []
+    ad = AdminClient(collecting_error_cb(a, with_sasl(a, {
+        "bootstrap.servers": a.bootstrap, "client.id": "itest-confluent-probe-admin"}), client_errors))
+    wait_metadata(ad, a.timeout)
+
+    def partition_count():
+        t = ad.list_topics(a.topic, timeout=a.timeout).topics.get(a.topic)
+        return len(t.partitions) if t is not None and t.error is None else None
+
+    results = []
+    for action in [x for x in a.actions.split(",") if x]:
+        outcome = {"action": action, "error": None}
+        try:
+            if action == "delete-topic":
+                f = ad.delete_topics([a.topic], operation_timeout=a.timeout)[a.topic]
+            elif action == "create-partitions":
+                n = partition_count()
+                if n is None:
+                    raise RuntimeError(f"{a.topic} is not in metadata")
+                f = ad.create_partitions([NewPartitions(a.topic, n + 1)],
+                                         operation_timeout=a.timeout)[a.topic]
+            elif action == "alter-config":
+                res = ConfigResource(ResourceType.TOPIC, a.topic, incremental_configs=[
+                    ConfigEntry("retention.ms", "3600000",
+                                incremental_operation=AlterConfigOpType.SET)])
+                f = ad.incremental_alter_configs([res])[res]
+            elif action == "describe-config":
+                res = ConfigResource(ResourceType.TOPIC, a.topic)
+                f = ad.describe_configs([res])[res]
+            else:
+                raise SystemExit(f"unknown probe-admin action {action}")
+            f.result(a.timeout)
+        except KafkaException as e:
+            outcome["error"] = exception_entry(e)
+        except Exception as e:  # noqa: BLE001 - the probe reports whatever happened
+            outcome["error"] = payload.error_entry(type(e).__name__, None, detail=e)
+        results.append(outcome)
+    md = ad.list_topics(timeout=a.timeout)
+    t = md.topics.get(a.topic)
+    payload.finish({"op": "probe-admin", "client": CLIENT, "topic": a.topic, "results": results,
+                    "exists": t is not None and t.error is None,
+                    "partitions": len(t.partitions) if t is not None else None,
+                    "client_errors": client_errors}, True)
+
+
 if __name__ == "__main__":
     payload.main({name: guarded(op) for name, op in
-                  {"produce": produce, "consume": consume, "admin": admin, "group": group}.items()})
+                  {"produce": produce, "consume": consume, "admin": admin, "group": group,
+                   "probe-produce": probe_produce, "probe-consume": probe_consume,
+                   "probe-admin": probe_admin}.items()})

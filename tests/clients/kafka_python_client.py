@@ -1,10 +1,12 @@
 """kafka-python (pure Python) client for the tests and the demo.
 
     kafka_python_client.py produce|consume|admin|group --bootstrap HOST:PORT [options]
+    kafka_python_client.py probe-produce|probe-consume --bootstrap HOST:PORT [options]
 
 Prints one JSON summary line; exits non-zero on any mismatch, error or timeout, and with 3 after
 a JSON line {"error": "authentication", ...} when SASL authentication fails (see payload.py for
-the SASL options).
+the SASL options). The probe-* operations report what was answered (errors by kafka-python's
+exception class and Kafka code) and exit 0 whatever it was: they are for tests of refusals.
 """
 
 import logging
@@ -13,8 +15,8 @@ import time
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import (IllegalSaslStateError, SaslAuthenticationFailedError,
-                          UnsupportedSaslMechanismError)
+from kafka.errors import (IllegalSaslStateError, KafkaError, SaslAuthenticationFailedError,
+                          TopicAuthorizationFailedError, UnsupportedSaslMechanismError)
 from kafka.net.sasl.oauth import AbstractTokenProvider
 
 import payload
@@ -257,6 +259,120 @@ def group(a):
     payload.finish(s, check.ok() and commit_error is None and offsets_ok)
 
 
+# ---------------------------------------------------------------------------------------------
+# Probes (see payload.py): every outcome reported, exit 0
+
+
+def entry(e):
+    """An exception as a probe reports it: kafka-python's class name, the Kafka error code and
+    Kafka's name for it (class attributes of kafka-python's broker errors)."""
+    return payload.error_entry(type(e).__name__, getattr(e, "errno", None),
+                               kafka_name=getattr(type(e), "message", None), detail=e)
+
+
+def probe_produce(a):
+    """--count records to each of --topics from one producer (kafka-python puts every partition
+    bound for one broker into one Produce request; --sequential flushes after each topic)."""
+    topics = payload.probe_topics(a)
+    p = KafkaProducer(
+        bootstrap_servers=a.bootstrap,
+        compression_type=None if a.codec == "none" else a.codec,
+        linger_ms=a.linger_ms,
+        acks=a.acks if a.acks == "all" else int(a.acks),
+        enable_idempotence=a.acks == "all",
+        # A refusal is final: fail the records after --timeout, not the default 2 minutes.
+        request_timeout_ms=min(30000, int(a.timeout * 1000)),
+        delivery_timeout_ms=int(a.timeout * 1000) + a.linger_ms + 30000,
+        client_id="itest-kafka-python-probe",
+        **a.sasl,
+    )
+    tally = payload.Tally(topics)
+    start = time.time()
+    for topic in topics:
+        for i in range(a.count):
+            f = p.send(topic, key=payload.key(a.seed, i), value=payload.probe_value(a, i),
+                       headers=payload.headers(a.seed, i, a.size))
+            f.add_callback(lambda _md, t=topic: tally.ok(t))
+            f.add_errback(lambda e, t=topic: tally.failed(t, entry(e)))
+        if a.sequential:
+            p.flush(timeout=a.timeout)
+    p.flush(timeout=a.timeout)
+    p.close(timeout=10)
+    s = tally.summary()
+    s.update({"op": "probe-produce", "client": CLIENT, "acks": a.acks, "codec": a.codec,
+              "seconds": round(time.time() - start, 3)})
+    payload.finish(s, True)
+
+
+def probe_partitions(c, topic, timeout):
+    """The topic's partitions, or the refusal metadata gives for it: kafka-python keeps topics
+    it may not describe in its cluster metadata's unauthorized_topics, and raises nothing."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        parts = c.partitions_for_topic(topic)
+        if parts:
+            return sorted(parts), None
+        if topic in c._cluster.unauthorized_topics:  # noqa: SLF001 - no public accessor
+            e = TopicAuthorizationFailedError(topic)
+            return None, entry(e)
+        time.sleep(0.2)
+    return None, payload.error_entry("no partitions in metadata", None)
+
+
+def probe_consume(a):
+    """Reads --topic (subscribing with --group, or --assign-ing every partition) until --count
+    records (or, with --until-error, until an error), the first refusal or --timeout."""
+    start = time.time()
+    deadline = start + a.timeout
+    common = dict(bootstrap_servers=a.bootstrap, enable_auto_commit=False,
+                  auto_offset_reset="earliest", client_id="itest-kafka-python-probe", **a.sasl)
+    progress = payload.Progress(a.progress_file)
+    consumed, keys, errors, watermarks = 0, [], [], {}
+    refusal, refusal_after = None, None
+    if a.assign:
+        c = KafkaConsumer(group_id=None, **common)
+        parts, refusal = probe_partitions(c, a.topic, a.timeout)
+        if parts is None:
+            refusal_after = round(time.time() - start, 3)
+        else:
+            tps = [TopicPartition(a.topic, p) for p in parts]
+            c.assign(tps)
+            c.seek_to_beginning(*tps)
+            try:
+                watermarks = {str(tp.partition): off for tp, off in c.end_offsets(tps).items()}
+            except KafkaError as e:
+                errors.append(entry(e))
+    else:
+        c = KafkaConsumer(a.topic, group_id=a.group, **common)
+    progress.update(consumed, started=True)
+    while refusal is None and time.time() < deadline:
+        if consumed >= a.count and not a.until_error:
+            break
+        try:
+            for records in c.poll(timeout_ms=500, max_records=500).values():
+                for r in records:
+                    consumed += 1
+                    if len(keys) < 500:
+                        keys.append((r.key or b"").decode(errors="replace"))
+        except KafkaError as e:
+            got = entry(e)
+            if got not in errors and len(errors) < 20:
+                errors.append(got)
+            if getattr(e, "errno", None) in payload.REFUSALS or not getattr(e, "retriable", True):
+                refusal, refusal_after = got, round(time.time() - start, 3)
+            else:
+                time.sleep(0.2)
+        progress.update(consumed, started=True)
+    refused_at = time.time() if refusal is not None else None
+    c.close()
+    progress.update(consumed, started=True, done=True)
+    payload.finish({"op": "probe-consume", "client": CLIENT, "topic": a.topic, "group": a.group,
+                    "consumed": consumed, "keys": keys, "high_watermarks": watermarks,
+                    "refusal": refusal, "refusal_after": refusal_after, "refused_at": refused_at,
+                    "errors": errors, "seconds": round(time.time() - start, 3)}, True)
+
+
 if __name__ == "__main__":
     payload.main({name: guarded(op) for name, op in
-                  {"produce": produce, "consume": consume, "admin": admin, "group": group}.items()})
+                  {"produce": produce, "consume": consume, "admin": admin, "group": group,
+                   "probe-produce": probe_produce, "probe-consume": probe_consume}.items()})

@@ -209,6 +209,29 @@ def common_args(parser):
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--interval", type=float, default=0.0,
                         help="produce: seconds between records (a long-lived connection)")
+    probe = parser.add_argument_group(
+        "probes", "the probe-* operations report what the broker (or the interceptor) answered "
+        "instead of checking records: they exit 0 with a summary whatever the outcome, non-zero "
+        "only when the probe itself could not run")
+    probe.add_argument("--topics", default="",
+                       help="probe-produce: comma-separated topics (default: --topic), --count records each")
+    probe.add_argument("--linger-ms", type=int, default=20,
+                       help="probe-produce: linger, high enough to put several topics in one request")
+    probe.add_argument("--sequential", action="store_true",
+                       help="probe-produce: flush after each topic (one topic per request, in order)")
+    probe.add_argument("--inject", default="",
+                       help="probe-produce: text written into the middle of every value")
+    probe.add_argument("--until-error", action="store_true",
+                       help="probe-consume: keep consuming after --count records, until an error "
+                       "or --timeout")
+    probe.add_argument("--progress-file", metavar="PATH",
+                       help="probe-consume: rewritten with {\"consumed\": n} as records arrive")
+    probe.add_argument("--assign", action="store_true",
+                       help="probe-consume: assign all partitions by hand instead of subscribing "
+                       "(--group is then only the consumer's group.id, never joined)")
+    probe.add_argument("--actions", default="",
+                       help="probe-admin: comma-separated delete-topic, create-partitions, "
+                       "alter-config, describe-config, run in order on --topic")
     sasl = parser.add_argument_group(
         "SASL", "at most one of OIDC, a token file or PLAIN (default: none, PLAINTEXT). The first "
         "authentication failure ends the run: a JSON line with error=authentication, exit code "
@@ -245,3 +268,82 @@ def main(ops):
     a = parser.parse_args()
     check_sasl_args(parser, a)
     ops[a.op](a)
+
+
+# ---------------------------------------------------------------------------------------------
+# Probes: what the policy tests need to see (every outcome reported, none judged)
+
+# The errors a refusal by policy gives: a probe consumer stops at the first one.
+REFUSALS = {29: "TOPIC_AUTHORIZATION_FAILED", 30: "GROUP_AUTHORIZATION_FAILED",
+            31: "CLUSTER_AUTHORIZATION_FAILED", 44: "POLICY_VIOLATION",
+            53: "TRANSACTIONAL_ID_AUTHORIZATION_FAILED"}
+
+
+def probe_topics(a):
+    topics = [t for t in a.topics.split(",") if t] or ([a.topic] if a.topic else [])
+    if not topics:
+        raise SystemExit("probe-produce needs --topic or --topics")
+    return topics
+
+
+def probe_value(a, i):
+    """The record's usual value, with --inject written into its middle (same size unless the
+    text is longer than the value)."""
+    v = value(a.seed, i, a.size)
+    if not a.inject:
+        return v
+    text = a.inject.encode()
+    mid = max(0, (len(v) - len(text)) // 2)
+    return v[:mid] + text + v[mid + len(text):]
+
+
+def error_entry(name, code, kafka_name=None, detail=None):
+    """One error as a probe reports it: the client library's own name for it, the Kafka error
+    code, and Kafka's name for that code when the library's name is not it."""
+    e = {"name": name, "code": code}
+    if kafka_name is not None:
+        e["kafka_name"] = kafka_name
+    if detail is not None:
+        e["detail"] = str(detail)[:300]
+    return e
+
+
+class Tally:
+    """Per-topic outcomes of a probe producer: records delivered, errors by name."""
+
+    def __init__(self, topics):
+        self.topics = {t: {"delivered": 0, "failed": 0, "errors": {}} for t in topics}
+        self.codes = {}
+
+    def ok(self, topic):
+        self.topics[topic]["delivered"] += 1
+
+    def failed(self, topic, entry):
+        t = self.topics[topic]
+        t["failed"] += 1
+        t["errors"][entry["name"]] = t["errors"].get(entry["name"], 0) + 1
+        self.codes[entry["name"]] = entry["code"]
+
+    def summary(self):
+        return {"topics": self.topics, "codes": self.codes}
+
+
+class Progress:
+    """What a probe consumer has read so far, in --progress-file (replaced atomically, so a
+    reader never sees half a line)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.last = None
+
+    def update(self, consumed, **extra):
+        if not self.path:
+            return
+        state = dict(extra, consumed=consumed)
+        if state == self.last:
+            return
+        self.last = state
+        tmp = self.path + ".part"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(json.dumps(state, sort_keys=True) + "\n")
+        os.replace(tmp, self.path)
