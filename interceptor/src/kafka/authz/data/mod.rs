@@ -551,6 +551,24 @@ pub(crate) fn topic_name(name: &str) -> kafka_protocol::messages::TopicName {
     kafka_protocol::protocol::StrBytes::from_string(name.to_owned()).into()
 }
 
+/// The name for an entry that has no id field: its requests name topics by name only, so an
+/// id key does not occur.
+pub(crate) fn name_of(key: &Key) -> kafka_protocol::messages::TopicName {
+    match key {
+        Key::Name(name) => topic_name(name),
+        Key::Id(_) => topic_name(""),
+    }
+}
+
+/// The key of an entry that has both a name and an id field.
+pub(crate) fn name_or_id(by_id: bool, name: &str, id: uuid::Uuid) -> Key {
+    if by_id {
+        Key::Id(id.into_bytes())
+    } else {
+        Key::Name(name.to_owned())
+    }
+}
+
 /// How a topic array's elements name their topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Naming {
@@ -626,6 +644,70 @@ pub(crate) trait TopicsResponse:
     type Topic: TopicEntry;
     fn topics(&mut self) -> &mut Vec<Self::Topic>;
 }
+
+/// Implements [`TopicsResponse`] for responses whose topic entries are one field.
+macro_rules! topics_response {
+    ($($response:ty => $field:ident: $topic:ty),* $(,)?) => {$(
+        impl $crate::kafka::authz::data::TopicsResponse for $response {
+            type Topic = $topic;
+            fn topics(&mut self) -> &mut Vec<$topic> {
+                &mut self.$field
+            }
+        }
+    )*};
+}
+pub(super) use topics_response;
+
+/// Implements [`TopicEntry`] from the entry's partition field and its partition index field.
+/// `refused` builds a refused partition. Entries `named` by a name field only get their key
+/// and new entries from it; the others give `key` and `new_entry` in braces.
+macro_rules! topic_entry {
+    (
+        $topic:ty {
+            parts: $parts:ident / $with_parts:ident: $part:ty,
+            index: $index:ident,
+            named: $name:ident / $with_name:ident,
+            refused: |$i:ident, $r:ident| $refused:expr $(,)?
+        }
+    ) => {
+        $crate::kafka::authz::data::topic_entry!($topic {
+            parts: $parts: $part,
+            index: $index,
+            refused: |$i, $r| $refused,
+        } {
+            fn key(&self, _by_id: bool) -> $crate::kafka::authz::data::Key {
+                $crate::kafka::authz::data::Key::Name(self.$name.to_string())
+            }
+            fn new_entry(key: &$crate::kafka::authz::data::Key, parts: Vec<$part>) -> Self {
+                Self::default()
+                    .$with_name($crate::kafka::authz::data::name_of(key))
+                    .$with_parts(parts)
+            }
+        });
+    };
+    (
+        $topic:ty {
+            parts: $parts:ident: $part:ty,
+            index: $index:ident,
+            refused: |$i:ident, $r:ident| $refused:expr $(,)?
+        } { $($rest:tt)* }
+    ) => {
+        impl $crate::kafka::authz::data::TopicEntry for $topic {
+            type Part = $part;
+            fn parts(&mut self) -> &mut Vec<$part> {
+                &mut self.$parts
+            }
+            fn part_index(part: &$part) -> i32 {
+                part.$index
+            }
+            fn refused_part($i: i32, $r: $crate::kafka::authz::data::Refusal) -> $part {
+                $refused
+            }
+            $($rest)*
+        }
+    };
+}
+pub(super) use topic_entry;
 
 /// The outcome for a request whose topics are answered per topic (and partition): forwarded
 /// untouched, answered by the interceptor, or spliced with the broker's answer merged.

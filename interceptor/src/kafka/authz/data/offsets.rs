@@ -10,8 +10,8 @@ use kafka_protocol::messages::{
 };
 
 use super::{
-    answer, check_topics, message, parse_topic_array, resolve_all, topic_name, Key, Naming, Plan,
-    Refusal, TopicEntry, TopicsResponse, DESCRIBE_PRODUCERS, LIST_OFFSETS, OFFSET_FOR_LEADER_EPOCH,
+    answer, check_topics, message, parse_topic_array, resolve_all, topic_entry, topics_response,
+    Naming, Plan, Refusal, DESCRIBE_PRODUCERS, LIST_OFFSETS, OFFSET_FOR_LEADER_EPOCH,
 };
 use crate::{
     kafka::{
@@ -111,103 +111,39 @@ pub(super) fn authorize(
     }
 }
 
-fn name_of(key: &Key) -> kafka_protocol::messages::TopicName {
-    match key {
-        Key::Name(name) => topic_name(name),
-        Key::Id(_) => topic_name(""), // these keys name topics by name only
-    }
+topics_response! {
+    ListOffsetsResponse => topics: ListOffsetsTopicResponse,
+    OffsetForLeaderEpochResponse => topics: OffsetForLeaderTopicResult,
+    DescribeProducersResponse => topics: TopicResponse,
 }
 
-impl TopicsResponse for ListOffsetsResponse {
-    type Topic = ListOffsetsTopicResponse;
-    fn topics(&mut self) -> &mut Vec<Self::Topic> {
-        &mut self.topics
-    }
-}
+topic_entry!(ListOffsetsTopicResponse {
+    parts: partitions / with_partitions: ListOffsetsPartitionResponse,
+    index: partition_index,
+    named: name / with_name,
+    refused: |index, refusal| ListOffsetsPartitionResponse::default()
+        .with_partition_index(index)
+        .with_error_code(refusal.code),
+});
 
-impl TopicEntry for ListOffsetsTopicResponse {
-    type Part = ListOffsetsPartitionResponse;
-    fn key(&self, _by_id: bool) -> Key {
-        Key::Name(self.name.to_string())
-    }
-    fn parts(&mut self) -> &mut Vec<Self::Part> {
-        &mut self.partitions
-    }
-    fn part_index(part: &Self::Part) -> i32 {
-        part.partition_index
-    }
-    fn refused_part(index: i32, refusal: Refusal) -> Self::Part {
-        ListOffsetsPartitionResponse::default()
-            .with_partition_index(index)
-            .with_error_code(refusal.code)
-    }
-    fn new_entry(key: &Key, parts: Vec<Self::Part>) -> Self {
-        Self::default()
-            .with_name(name_of(key))
-            .with_partitions(parts)
-    }
-}
+topic_entry!(OffsetForLeaderTopicResult {
+    parts: partitions / with_partitions: EpochEndOffset,
+    index: partition,
+    named: topic / with_topic,
+    refused: |index, refusal| EpochEndOffset::default()
+        .with_partition(index)
+        .with_error_code(refusal.code),
+});
 
-impl TopicsResponse for OffsetForLeaderEpochResponse {
-    type Topic = OffsetForLeaderTopicResult;
-    fn topics(&mut self) -> &mut Vec<Self::Topic> {
-        &mut self.topics
-    }
-}
-
-impl TopicEntry for OffsetForLeaderTopicResult {
-    type Part = EpochEndOffset;
-    fn key(&self, _by_id: bool) -> Key {
-        Key::Name(self.topic.to_string())
-    }
-    fn parts(&mut self) -> &mut Vec<Self::Part> {
-        &mut self.partitions
-    }
-    fn part_index(part: &Self::Part) -> i32 {
-        part.partition
-    }
-    fn refused_part(index: i32, refusal: Refusal) -> Self::Part {
-        EpochEndOffset::default()
-            .with_partition(index)
-            .with_error_code(refusal.code)
-    }
-    fn new_entry(key: &Key, parts: Vec<Self::Part>) -> Self {
-        Self::default()
-            .with_topic(name_of(key))
-            .with_partitions(parts)
-    }
-}
-
-impl TopicsResponse for DescribeProducersResponse {
-    type Topic = TopicResponse;
-    fn topics(&mut self) -> &mut Vec<Self::Topic> {
-        &mut self.topics
-    }
-}
-
-impl TopicEntry for TopicResponse {
-    type Part = PartitionResponse;
-    fn key(&self, _by_id: bool) -> Key {
-        Key::Name(self.name.to_string())
-    }
-    fn parts(&mut self) -> &mut Vec<Self::Part> {
-        &mut self.partitions
-    }
-    fn part_index(part: &Self::Part) -> i32 {
-        part.partition_index
-    }
-    fn refused_part(index: i32, refusal: Refusal) -> Self::Part {
-        PartitionResponse::default()
-            .with_partition_index(index)
-            .with_error_code(refusal.code)
-            .with_error_message(message(refusal))
-    }
-    fn new_entry(key: &Key, parts: Vec<Self::Part>) -> Self {
-        Self::default()
-            .with_name(name_of(key))
-            .with_partitions(parts)
-    }
-}
+topic_entry!(TopicResponse {
+    parts: partitions / with_partitions: PartitionResponse,
+    index: partition_index,
+    named: name / with_name,
+    refused: |index, refusal| PartitionResponse::default()
+        .with_partition_index(index)
+        .with_error_code(refusal.code)
+        .with_error_message(message(refusal)),
+});
 
 #[cfg(test)]
 mod tests {
@@ -219,7 +155,7 @@ mod tests {
         ApiKey, DescribeProducersRequest, ListOffsetsRequest, OffsetForLeaderEpochRequest,
     };
 
-    use super::super::test_support::*;
+    use super::super::{test_support::*, Key, TopicEntry};
     use super::*;
     use crate::kafka::authz::response::{CLUSTER_AUTHORIZATION_FAILED, TOPIC_AUTHORIZATION_FAILED};
 
