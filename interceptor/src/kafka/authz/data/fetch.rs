@@ -19,9 +19,9 @@ use kafka_protocol::messages::{
 };
 
 use super::{
-    check_topics, find_tag, keyed_plans, merge_topics, name_or_id, parse_topic_array, resolve_all,
-    splice_topics, topic_entry, topic_name, topics_response, uuid, verdict, ArraySpan, Key, Naming,
-    Plan, Refusal, TopicSpan, Verdict, FETCH,
+    check_topics, find_tag, keyed_plans, merge_topics, name_or_id, parse_body, parse_topic_array,
+    resolve_all, splice_topics, topic_entry, topic_name, topics_response, uuid, verdict, ArraySpan,
+    Key, Naming, Plan, Refusal, TopicSpan, Verdict, FETCH,
 };
 use crate::{
     kafka::{
@@ -116,8 +116,7 @@ pub(super) fn authorize(
 ) -> Result<Outcome, AuthzError> {
     let version = request.header.api_version;
     let frame: &[u8] = request.frame;
-    let parsed =
-        parse(frame, request.header.body_offset, version).map_err(|e| request.malformed(e))?;
+    let parsed = parse_body(request, parse)?;
     let by_id = version >= 13;
     let respond = |body: &FetchResponse| {
         encode_response(FETCH, version, request.header.correlation_id, body, API)

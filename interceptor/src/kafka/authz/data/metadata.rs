@@ -32,8 +32,8 @@ use kafka_protocol::messages::{
 };
 
 use super::{
-    answer, check_topics, name_of, resolve_all, topic_entry, topic_name, topics_response, utf8,
-    uuid, ArraySpan, Checks, Key, Name, Plan, Refusal, TopicIds, TopicSpan,
+    answer, check_topics, name_of, parse_body, resolve_all, topic_entry, topic_name,
+    topics_response, utf8, uuid, ArraySpan, Checks, Key, Name, Plan, Refusal, TopicIds, TopicSpan,
     DESCRIBE_TOPIC_PARTITIONS, METADATA,
 };
 use crate::{
@@ -151,8 +151,7 @@ pub(super) fn authorize(
 ) -> Result<Outcome, AuthzError> {
     let version = request.header.api_version;
     let frame: &[u8] = request.frame;
-    let parsed =
-        parse(frame, request.header.body_offset, version).map_err(|e| request.malformed(e))?;
+    let parsed = parse_body(request, parse)?;
     let learn = Arc::clone(ctx.topic_ids);
     let check = Arc::clone(ctx.check);
     let correlation_id = request.header.correlation_id;

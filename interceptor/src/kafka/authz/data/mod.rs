@@ -285,6 +285,16 @@ pub(crate) fn check_topics(
         .collect()
 }
 
+/// The request's body as `parse` reads it (from the frame, the body offset and the version);
+/// what it cannot read makes the request malformed.
+pub(crate) fn parse_body<'a, T>(
+    request: &Request<'a>,
+    parse: fn(&'a [u8], usize, i16) -> Result<T, HeaderError>,
+) -> Result<T, AuthzError> {
+    let header = request.header;
+    parse(request.frame, header.body_offset, header.api_version).map_err(|e| request.malformed(e))
+}
+
 /// Resolves every topic's name (see [`TopicSpan::resolve`]).
 pub(crate) fn resolve_all<'a>(
     topics: &'a [TopicSpan<'_>],
@@ -658,22 +668,23 @@ macro_rules! topics_response {
 }
 pub(super) use topics_response;
 
-/// Implements [`TopicEntry`] from the entry's partition field and its partition index field.
-/// `refused` builds a refused partition. Entries `named` by a name field only get their key
-/// and new entries from it; the others give `key` and `new_entry` in braces.
+/// Implements [`TopicEntry`] from the entry's partition field and its partition index field;
+/// `refused` builds a refused partition, `key` and `new_entry` follow in braces. Entries
+/// keyed by a name field only, with their partitions in `partitions`, take one row each:
+/// `Topic[name field / its builder] => Part[index field / its builder]`, and
+/// `+ with_error_message` where refused partitions carry the refusal's message.
 macro_rules! topic_entry {
-    (
-        $topic:ty {
-            parts: $parts:ident / $with_parts:ident: $part:ty,
-            index: $index:ident,
-            named: $name:ident / $with_name:ident,
-            refused: |$i:ident, $r:ident| $refused:expr $(,)?
-        }
-    ) => {
+    ($(
+        $topic:ty[$name:ident / $with_name:ident]
+            => $part:ty[$index:ident / $with_index:ident] $(+ $message:ident)?;
+    )+) => {$(
         $crate::kafka::authz::data::topic_entry!($topic {
-            parts: $parts: $part,
+            parts: partitions: $part,
             index: $index,
-            refused: |$i, $r| $refused,
+            refused: |index, refusal| <$part>::default()
+                .$with_index(index)
+                .with_error_code(refusal.code)
+                $(.$message($crate::kafka::authz::data::message(refusal)))?,
         } {
             fn key(&self, _by_id: bool) -> $crate::kafka::authz::data::Key {
                 $crate::kafka::authz::data::Key::Name(self.$name.to_string())
@@ -681,10 +692,10 @@ macro_rules! topic_entry {
             fn new_entry(key: &$crate::kafka::authz::data::Key, parts: Vec<$part>) -> Self {
                 Self::default()
                     .$with_name($crate::kafka::authz::data::name_of(key))
-                    .$with_parts(parts)
+                    .with_partitions(parts)
             }
         });
-    };
+    )+};
     (
         $topic:ty {
             parts: $parts:ident: $part:ty,

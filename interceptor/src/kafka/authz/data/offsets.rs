@@ -10,8 +10,8 @@ use kafka_protocol::messages::{
 };
 
 use super::{
-    answer, check_topics, message, parse_topic_array, resolve_all, topic_entry, topics_response,
-    Naming, Plan, Refusal, DESCRIBE_PRODUCERS, LIST_OFFSETS, OFFSET_FOR_LEADER_EPOCH,
+    answer, check_topics, parse_topic_array, resolve_all, topic_entry, topics_response, Naming,
+    Plan, Refusal, DESCRIBE_PRODUCERS, LIST_OFFSETS, OFFSET_FOR_LEADER_EPOCH,
 };
 use crate::{
     kafka::{
@@ -117,33 +117,13 @@ topics_response! {
     DescribeProducersResponse => topics: TopicResponse,
 }
 
-topic_entry!(ListOffsetsTopicResponse {
-    parts: partitions / with_partitions: ListOffsetsPartitionResponse,
-    index: partition_index,
-    named: name / with_name,
-    refused: |index, refusal| ListOffsetsPartitionResponse::default()
-        .with_partition_index(index)
-        .with_error_code(refusal.code),
-});
-
-topic_entry!(OffsetForLeaderTopicResult {
-    parts: partitions / with_partitions: EpochEndOffset,
-    index: partition,
-    named: topic / with_topic,
-    refused: |index, refusal| EpochEndOffset::default()
-        .with_partition(index)
-        .with_error_code(refusal.code),
-});
-
-topic_entry!(TopicResponse {
-    parts: partitions / with_partitions: PartitionResponse,
-    index: partition_index,
-    named: name / with_name,
-    refused: |index, refusal| PartitionResponse::default()
-        .with_partition_index(index)
-        .with_error_code(refusal.code)
-        .with_error_message(message(refusal)),
-});
+topic_entry! {
+    ListOffsetsTopicResponse[name / with_name]
+        => ListOffsetsPartitionResponse[partition_index / with_partition_index];
+    OffsetForLeaderTopicResult[topic / with_topic] => EpochEndOffset[partition / with_partition];
+    TopicResponse[name / with_name]
+        => PartitionResponse[partition_index / with_partition_index] + with_error_message;
+}
 
 #[cfg(test)]
 mod tests {

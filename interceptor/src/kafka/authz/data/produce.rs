@@ -14,9 +14,9 @@ use kafka_protocol::messages::{
 };
 
 use super::{
-    keyed_plans, merge_topics, message, min_bytes, name_or_id, resolve_all, splice_topics,
-    topic_entry, utf8, uuid, verdict, ArraySpan, Checks, Key, PartSpan, Plan, Refusal, TopicSpan,
-    Verdict, PRODUCE,
+    keyed_plans, merge_topics, message, min_bytes, name_or_id, parse_body, resolve_all,
+    splice_topics, topic_entry, utf8, uuid, verdict, ArraySpan, Checks, Key, PartSpan, Plan,
+    Refusal, TopicSpan, Verdict, PRODUCE,
 };
 use crate::{
     kafka::{
@@ -106,8 +106,7 @@ pub(super) fn authorize(
 ) -> Result<Outcome, AuthzError> {
     let version = request.header.api_version;
     let frame: &[u8] = request.frame;
-    let parsed =
-        parse(frame, request.header.body_offset, version).map_err(|e| request.malformed(e))?;
+    let parsed = parse_body(request, parse)?;
     let check = &**ctx.check;
 
     let txn_refusal = parsed.transactional_id.and_then(|txn| {
