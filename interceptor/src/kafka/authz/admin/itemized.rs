@@ -208,6 +208,15 @@ fn scram_users<'f>(
     Ok(users)
 }
 
+/// A result carrying the refusal: the item result types differ only by name.
+macro_rules! failed {
+    ($result:ty, $refusal:expr) => {
+        <$result>::default()
+            .with_error_code($refusal.code)
+            .with_error_message($refusal.message())
+    };
+}
+
 impl Itemized<'_> {
     /// The local answer to the refused request: every item carries the error.
     pub(super) fn refuse(
@@ -215,21 +224,17 @@ impl Itemized<'_> {
         request: &Request<'_>,
         refusal: Refusal,
     ) -> Result<Outcome, AuthzError> {
-        let (code, message) = (refusal.code, refusal.message());
+        let code = refusal.code;
         match self {
             Itemized::CreateAcls(count) => {
-                let result = AclCreationResult::default()
-                    .with_error_code(code)
-                    .with_error_message(message);
+                let result = failed!(AclCreationResult, refusal);
                 respond(
                     request,
                     &CreateAclsResponse::default().with_results(vec![result; count]),
                 )
             }
             Itemized::DeleteAcls(count) => {
-                let result = DeleteAclsFilterResult::default()
-                    .with_error_code(code)
-                    .with_error_message(message);
+                let result = failed!(DeleteAclsFilterResult, refusal);
                 respond(
                     request,
                     &DeleteAclsResponse::default().with_filter_results(vec![result; count]),
@@ -279,12 +284,7 @@ impl Itemized<'_> {
                             .with_partition_result(
                                 partitions
                                     .into_iter()
-                                    .map(|p| {
-                                        PartitionResult::default()
-                                            .with_partition_id(p)
-                                            .with_error_code(code)
-                                            .with_error_message(message.clone())
-                                    })
+                                    .map(|p| failed!(PartitionResult, refusal).with_partition_id(p))
                                     .collect(),
                             )
                     })
@@ -300,19 +300,16 @@ impl Itemized<'_> {
                 let entries = entries
                     .into_iter()
                     .map(|entity| {
-                        EntryData::default()
-                            .with_error_code(code)
-                            .with_error_message(message.clone())
-                            .with_entity(
-                                entity
-                                    .into_iter()
-                                    .map(|(entity_type, entity_name)| {
-                                        EntityData::default()
-                                            .with_entity_type(owned(entity_type))
-                                            .with_entity_name(entity_name.map(owned))
-                                    })
-                                    .collect(),
-                            )
+                        failed!(EntryData, refusal).with_entity(
+                            entity
+                                .into_iter()
+                                .map(|(entity_type, entity_name)| {
+                                    EntityData::default()
+                                        .with_entity_type(owned(entity_type))
+                                        .with_entity_name(entity_name.map(owned))
+                                })
+                                .collect(),
+                        )
                     })
                     .collect();
                 respond(
@@ -324,10 +321,7 @@ impl Itemized<'_> {
                 let results = users
                     .into_iter()
                     .map(|user| {
-                        AlterUserScramCredentialsResult::default()
-                            .with_user(owned(user))
-                            .with_error_code(code)
-                            .with_error_message(message.clone())
+                        failed!(AlterUserScramCredentialsResult, refusal).with_user(owned(user))
                     })
                     .collect();
                 respond(
