@@ -413,6 +413,36 @@ fn codes(key: ApiKey, version: i16, frame: &Bytes) -> Vec<i16> {
         RemoveRaftVoter => RemoveRaftVoterResponse,
         UpdateRaftVoter => UpdateRaftVoterResponse,
     }
+    // One error per item of the answer's list, or per partition of each of its topics.
+    macro_rules! per_item {
+        ($($k:ident => $ty:ty: $list:ident $(.$parts:ident)?),* $(,)?) => {
+            match key {
+                $(ApiKey::$k => {
+                    return decode!($ty)
+                        .$list
+                        .iter()
+                        $(.flat_map(|t| t.$parts.iter()))?
+                        .map(|i| i.error_code)
+                        .collect();
+                })*
+                _ => {}
+            }
+        };
+    }
+    per_item! {
+        CreateTopics => CreateTopicsResponse: topics,
+        DeleteTopics => DeleteTopicsResponse: responses,
+        DeleteRecords => DeleteRecordsResponse: topics.partitions,
+        CreatePartitions => CreatePartitionsResponse: results,
+        DescribeConfigs => DescribeConfigsResponse: results,
+        AlterConfigs => AlterConfigsResponse: responses,
+        IncrementalAlterConfigs => IncrementalAlterConfigsResponse: responses,
+        CreateAcls => CreateAclsResponse: results,
+        DeleteAcls => DeleteAclsResponse: filter_results,
+        AlterReplicaLogDirs => AlterReplicaLogDirsResponse: results.partitions,
+        AlterClientQuotas => AlterClientQuotasResponse: entries,
+        AlterUserScramCredentials => AlterUserScramCredentialsResponse: results,
+    }
     match key {
         ApiKey::DescribeLogDirs => {
             let body = decode!(DescribeLogDirsResponse);
@@ -423,56 +453,6 @@ fn codes(key: ApiKey, version: i16, frame: &Bytes) -> Vec<i16> {
                 vec![]
             }
         }
-        ApiKey::CreateTopics => decode!(CreateTopicsResponse)
-            .topics
-            .iter()
-            .map(|t| t.error_code)
-            .collect(),
-        ApiKey::DeleteTopics => decode!(DeleteTopicsResponse)
-            .responses
-            .iter()
-            .map(|t| t.error_code)
-            .collect(),
-        ApiKey::DeleteRecords => decode!(DeleteRecordsResponse)
-            .topics
-            .iter()
-            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
-            .collect(),
-        ApiKey::CreatePartitions => decode!(CreatePartitionsResponse)
-            .results
-            .iter()
-            .map(|t| t.error_code)
-            .collect(),
-        ApiKey::DescribeConfigs => decode!(DescribeConfigsResponse)
-            .results
-            .iter()
-            .map(|r| r.error_code)
-            .collect(),
-        ApiKey::AlterConfigs => decode!(AlterConfigsResponse)
-            .responses
-            .iter()
-            .map(|r| r.error_code)
-            .collect(),
-        ApiKey::IncrementalAlterConfigs => decode!(IncrementalAlterConfigsResponse)
-            .responses
-            .iter()
-            .map(|r| r.error_code)
-            .collect(),
-        ApiKey::CreateAcls => decode!(CreateAclsResponse)
-            .results
-            .iter()
-            .map(|r| r.error_code)
-            .collect(),
-        ApiKey::DeleteAcls => decode!(DeleteAclsResponse)
-            .filter_results
-            .iter()
-            .map(|r| r.error_code)
-            .collect(),
-        ApiKey::AlterReplicaLogDirs => decode!(AlterReplicaLogDirsResponse)
-            .results
-            .iter()
-            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
-            .collect(),
         ApiKey::ElectLeaders => {
             let body = decode!(ElectLeadersResponse);
             let items = body
@@ -485,16 +465,6 @@ fn codes(key: ApiKey, version: i16, frame: &Bytes) -> Vec<i16> {
                 items.collect()
             }
         }
-        ApiKey::AlterClientQuotas => decode!(AlterClientQuotasResponse)
-            .entries
-            .iter()
-            .map(|e| e.error_code)
-            .collect(),
-        ApiKey::AlterUserScramCredentials => decode!(AlterUserScramCredentialsResponse)
-            .results
-            .iter()
-            .map(|r| r.error_code)
-            .collect(),
         other => panic!("no decoder for {other:?}"),
     }
 }
