@@ -78,31 +78,29 @@ macro_rules! refused {
     };
 }
 
-/// DescribeConfigs v1+.
-pub(super) fn describe_configs(
+/// DescribeConfigs v1+, AlterConfigs or IncrementalAlterConfigs, as `kind` says.
+pub(super) fn configs(
     request: &Request<'_>,
     ctx: &mut Context<'_>,
+    kind: Kind,
 ) -> Result<Outcome, AuthzError> {
-    let refused = refused!(DescribeConfigsResult);
-    per_resource::<DescribeConfigsResponse>(request, ctx, Kind::Describe, refused)
-}
-
-/// AlterConfigs.
-pub(super) fn alter_configs(
-    request: &Request<'_>,
-    ctx: &mut Context<'_>,
-) -> Result<Outcome, AuthzError> {
-    let refused = refused!(alter_configs_response::AlterConfigsResourceResponse);
-    per_resource::<AlterConfigsResponse>(request, ctx, Kind::Alter, refused)
-}
-
-/// IncrementalAlterConfigs.
-pub(super) fn incremental_alter_configs(
-    request: &Request<'_>,
-    ctx: &mut Context<'_>,
-) -> Result<Outcome, AuthzError> {
-    let refused = refused!(incremental_alter_configs_response::AlterConfigsResourceResponse);
-    per_resource::<IncrementalAlterConfigsResponse>(request, ctx, Kind::IncrementalAlter, refused)
+    use alter_configs_response::AlterConfigsResourceResponse as Altered;
+    use incremental_alter_configs_response::AlterConfigsResourceResponse as IncrementallyAltered;
+    match kind {
+        Kind::Describe => per_resource::<DescribeConfigsResponse>(
+            request,
+            ctx,
+            kind,
+            refused!(DescribeConfigsResult),
+        ),
+        Kind::Alter => per_resource::<AlterConfigsResponse>(request, ctx, kind, refused!(Altered)),
+        Kind::IncrementalAlter => per_resource::<IncrementalAlterConfigsResponse>(
+            request,
+            ctx,
+            kind,
+            refused!(IncrementallyAltered),
+        ),
+    }
 }
 
 /// Checks each resource for the kind's operation; `refused` answers a refused one.
@@ -126,7 +124,7 @@ fn per_resource<R: ListResponse>(
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(super) enum Kind {
     Describe,
     Alter,
     IncrementalAlter,

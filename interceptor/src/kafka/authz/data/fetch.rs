@@ -21,13 +21,13 @@ use kafka_protocol::messages::{
 use super::{
     check_topics, find_tag, keyed_plans, merge_topics, name_or_id, parse_body, parse_topic_array,
     resolve_all, splice_topics, topic_entry, topic_name, topics_response, uuid, verdict, ArraySpan,
-    Key, Naming, Plan, Refusal, TopicSpan, Verdict, FETCH,
+    Authorized, Key, Naming, Plan, Refusal, TopicSpan, Verdict, FETCH,
 };
 use crate::{
     kafka::{
         authz::{
             response::{decode_response, encode_response, FETCH_SESSION_ID_NOT_FOUND},
-            AuthzError, Context, Outcome, Request,
+            Context, Outcome, Request,
         },
         wire::Reader,
         HeaderError,
@@ -110,10 +110,7 @@ fn parse(frame: &[u8], body: usize, version: i16) -> Result<Parsed<'_>, HeaderEr
     })
 }
 
-pub(super) fn authorize(
-    request: &Request<'_>,
-    ctx: &mut Context<'_>,
-) -> Result<Outcome, AuthzError> {
+pub(super) fn authorize(request: &Request<'_>, ctx: &mut Context<'_>) -> Authorized {
     let version = request.header.api_version;
     let frame: &[u8] = request.frame;
     let parsed = parse_body(request, parse)?;

@@ -33,15 +33,15 @@ use kafka_protocol::messages::{
 
 use super::{
     answer, check_topics, name_of, parse_body, resolve_all, topic_entry, topic_name,
-    topics_response, utf8, uuid, ArraySpan, Checks, Key, Name, Plan, Refusal, TopicIds, TopicSpan,
-    DESCRIBE_TOPIC_PARTITIONS, METADATA,
+    topics_response, utf8, uuid, ArraySpan, Authorized, Checks, Key, Name, Plan, Refusal, TopicIds,
+    TopicSpan, DESCRIBE_TOPIC_PARTITIONS, METADATA,
 };
 use crate::{
     kafka::{
         authz::{
             response::{decode_response, encode_response, UNKNOWN_TOPIC_OR_PARTITION},
             splice::Splice,
-            AuthzError, Context, Outcome, Request,
+            Context, Outcome, Request,
         },
         wire::Reader,
         HeaderError,
@@ -145,10 +145,7 @@ enum Asked {
     },
 }
 
-pub(super) fn authorize(
-    request: &Request<'_>,
-    ctx: &mut Context<'_>,
-) -> Result<Outcome, AuthzError> {
+pub(super) fn authorize(request: &Request<'_>, ctx: &mut Context<'_>) -> Authorized {
     let version = request.header.api_version;
     let frame: &[u8] = request.frame;
     let parsed = parse_body(request, parse)?;
@@ -349,7 +346,7 @@ fn merge(
 pub(super) fn authorize_describe_partitions(
     request: &Request<'_>,
     ctx: &mut Context<'_>,
-) -> Result<Outcome, AuthzError> {
+) -> Authorized {
     const API: &str = "DescribeTopicPartitions";
     let frame: &[u8] = request.frame;
     let malformed = |e| request.malformed(e);

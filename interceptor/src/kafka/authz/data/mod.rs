@@ -109,6 +109,9 @@ pub const TABLE: &[ApiAccess] = &[
     },
 ];
 
+/// What a key's authorization comes to.
+pub(crate) type Authorized = Result<Outcome, AuthzError>;
+
 /// `None` when the api key is not this module's.
 pub(super) fn authorize(
     request: &Request<'_>,
@@ -729,7 +732,7 @@ pub(crate) fn answer<R: TopicsResponse>(
     plans: Vec<Plan>,
     flexible: bool,
     by_id: bool,
-) -> Result<Outcome, AuthzError> {
+) -> Authorized {
     let key = request.header.api_key;
     let version = request.header.api_version;
     let api = request.api_name();

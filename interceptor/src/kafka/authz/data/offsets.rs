@@ -10,21 +10,18 @@ use kafka_protocol::messages::{
 };
 
 use super::{
-    answer, check_topics, parse_topic_array, resolve_all, topic_entry, topics_response, Naming,
-    Plan, Refusal, DESCRIBE_PRODUCERS, LIST_OFFSETS, OFFSET_FOR_LEADER_EPOCH,
+    answer, check_topics, parse_topic_array, resolve_all, topic_entry, topics_response, Authorized,
+    Naming, Plan, Refusal, DESCRIBE_PRODUCERS, LIST_OFFSETS, OFFSET_FOR_LEADER_EPOCH,
 };
 use crate::{
     kafka::{
-        authz::{AuthzError, Context, Outcome, Request},
+        authz::{AuthzError, Context, Request},
         wire::Reader,
     },
     policy::{Operation, Resource, ResourceKind},
 };
 
-pub(super) fn authorize(
-    request: &Request<'_>,
-    ctx: &mut Context<'_>,
-) -> Result<Outcome, AuthzError> {
+pub(super) fn authorize(request: &Request<'_>, ctx: &mut Context<'_>) -> Authorized {
     let version = request.header.api_version;
     let frame: &[u8] = request.frame;
     let malformed = |e| request.malformed(e);
@@ -138,6 +135,7 @@ mod tests {
     use super::super::{test_support::*, Key, TopicEntry};
     use super::*;
     use crate::kafka::authz::response::{CLUSTER_AUTHORIZATION_FAILED, TOPIC_AUTHORIZATION_FAILED};
+    use crate::kafka::authz::Outcome;
 
     /// Topics a (0, 1), secret (0) and b (2), in that order.
     const TOPICS: [(&str, &[i32]); 3] = [("a", &[0, 1]), ("secret", &[0]), ("b", &[2])];

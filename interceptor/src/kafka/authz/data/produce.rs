@@ -15,14 +15,14 @@ use kafka_protocol::messages::{
 
 use super::{
     keyed_plans, merge_topics, message, min_bytes, name_or_id, parse_body, resolve_all,
-    splice_topics, topic_entry, utf8, uuid, verdict, ArraySpan, Checks, Key, PartSpan, Plan,
-    Refusal, TopicSpan, Verdict, PRODUCE,
+    splice_topics, topic_entry, utf8, uuid, verdict, ArraySpan, Authorized, Checks, Key, PartSpan,
+    Plan, Refusal, TopicSpan, Verdict, PRODUCE,
 };
 use crate::{
     kafka::{
         authz::{
             response::{decode_response, encode_response},
-            AuthzError, Context, Outcome, Request,
+            Context, Outcome, Request,
         },
         wire::Reader,
         HeaderError,
@@ -100,10 +100,7 @@ fn parse(frame: &[u8], body: usize, version: i16) -> Result<Parsed<'_>, HeaderEr
     })
 }
 
-pub(super) fn authorize(
-    request: &Request<'_>,
-    ctx: &mut Context<'_>,
-) -> Result<Outcome, AuthzError> {
+pub(super) fn authorize(request: &Request<'_>, ctx: &mut Context<'_>) -> Authorized {
     let version = request.header.api_version;
     let frame: &[u8] = request.frame;
     let parsed = parse_body(request, parse)?;
@@ -244,6 +241,7 @@ mod tests {
         POLICY_VIOLATION, TOPIC_AUTHORIZATION_FAILED, TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
         UNKNOWN_TOPIC_ID,
     };
+    use crate::kafka::authz::AuthzError;
 
     const VERSIONS: [i16; 5] = [3, 8, 9, 12, 13];
 
