@@ -217,6 +217,21 @@ macro_rules! failed {
     };
 }
 
+/// Results for topics and their partitions: `topic` builds a topic's from its partitions'.
+fn per_partition<T, P>(
+    topics: Vec<(&str, Vec<i32>)>,
+    topic: impl Fn(TopicName, Vec<P>) -> T,
+    partition: impl Fn(i32) -> P,
+) -> Vec<T> {
+    topics
+        .into_iter()
+        .map(|(name, partitions)| {
+            let partitions = partitions.into_iter().map(&partition).collect();
+            topic(TopicName(owned(name)), partitions)
+        })
+        .collect()
+}
+
 impl Itemized<'_> {
     /// The local answer to the refused request: every item carries the error.
     pub(super) fn refuse(
@@ -241,23 +256,19 @@ impl Itemized<'_> {
                 )
             }
             Itemized::AlterReplicaLogDirs(topics) => {
-                let results = topics
-                    .into_iter()
-                    .map(|(topic, partitions)| {
+                let results = per_partition(
+                    topics,
+                    |topic, partitions| {
                         AlterReplicaLogDirTopicResult::default()
-                            .with_topic_name(TopicName(owned(topic)))
-                            .with_partitions(
-                                partitions
-                                    .into_iter()
-                                    .map(|p| {
-                                        AlterReplicaLogDirPartitionResult::default()
-                                            .with_partition_index(p)
-                                            .with_error_code(code)
-                                    })
-                                    .collect(),
-                            )
-                    })
-                    .collect();
+                            .with_topic_name(topic)
+                            .with_partitions(partitions)
+                    },
+                    |p| {
+                        AlterReplicaLogDirPartitionResult::default()
+                            .with_partition_index(p)
+                            .with_error_code(code)
+                    },
+                );
                 respond(
                     request,
                     &AlterReplicaLogDirsResponse::default().with_results(results),
@@ -275,20 +286,15 @@ impl Itemized<'_> {
                             .into(),
                     });
                 }
-                let results = topics
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(topic, partitions)| {
+                let results = per_partition(
+                    topics.unwrap_or_default(),
+                    |topic, partitions| {
                         ReplicaElectionResult::default()
-                            .with_topic(TopicName(owned(topic)))
-                            .with_partition_result(
-                                partitions
-                                    .into_iter()
-                                    .map(|p| failed!(PartitionResult, refusal).with_partition_id(p))
-                                    .collect(),
-                            )
-                    })
-                    .collect();
+                            .with_topic(topic)
+                            .with_partition_result(partitions)
+                    },
+                    |p| failed!(PartitionResult, refusal).with_partition_id(p),
+                );
                 let mut body =
                     ElectLeadersResponse::default().with_replica_election_results(results);
                 if version >= 1 {

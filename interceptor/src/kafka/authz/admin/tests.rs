@@ -220,6 +220,21 @@ fn sample(key: ApiKey, version: i16) -> Vec<u8> {
         DeleteShareGroupState => DeleteShareGroupStateRequest,
         ReadShareGroupStateSummary => ReadShareGroupStateSummaryRequest,
     }
+    // Topics "orders", altered by `config`, and "payments"; the two requests' resource types
+    // differ only by name.
+    macro_rules! altered_topics {
+        ($resource:ty, $config:expr) => {
+            vec![
+                <$resource>::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s("orders"))
+                    .with_configs(vec![$config]),
+                <$resource>::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s("payments")),
+            ]
+        };
+    }
     match key {
         ApiKey::CreateTopics => encode(
             &CreateTopicsRequest::default()
@@ -299,34 +314,22 @@ fn sample(key: ApiKey, version: i16) -> Vec<u8> {
             version,
         ),
         ApiKey::AlterConfigs => encode(
-            &AlterConfigsRequest::default().with_resources(vec![
-                alter_configs_request::AlterConfigsResource::default()
-                    .with_resource_type(2)
-                    .with_resource_name(s("orders"))
-                    .with_configs(vec![alter_configs_request::AlterableConfig::default()
-                        .with_name(s("retention.ms"))
-                        .with_value(Some(s("1")))]),
-                alter_configs_request::AlterConfigsResource::default()
-                    .with_resource_type(2)
-                    .with_resource_name(s("payments")),
-            ]),
+            &AlterConfigsRequest::default().with_resources(altered_topics!(
+                alter_configs_request::AlterConfigsResource,
+                alter_configs_request::AlterableConfig::default()
+                    .with_name(s("retention.ms"))
+                    .with_value(Some(s("1")))
+            )),
             version,
         ),
         ApiKey::IncrementalAlterConfigs => encode(
-            &IncrementalAlterConfigsRequest::default().with_resources(vec![
-                incremental_alter_configs_request::AlterConfigsResource::default()
-                    .with_resource_type(2)
-                    .with_resource_name(s("orders"))
-                    .with_configs(vec![
-                        incremental_alter_configs_request::AlterableConfig::default()
-                            .with_name(s("retention.ms"))
-                            .with_config_operation(1)
-                            .with_value(None),
-                    ]),
-                incremental_alter_configs_request::AlterConfigsResource::default()
-                    .with_resource_type(2)
-                    .with_resource_name(s("payments")),
-            ]),
+            &IncrementalAlterConfigsRequest::default().with_resources(altered_topics!(
+                incremental_alter_configs_request::AlterConfigsResource,
+                incremental_alter_configs_request::AlterableConfig::default()
+                    .with_name(s("retention.ms"))
+                    .with_config_operation(1)
+                    .with_value(None)
+            )),
             version,
         ),
         ApiKey::CreateAcls => encode(

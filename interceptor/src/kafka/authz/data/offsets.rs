@@ -140,24 +140,28 @@ mod tests {
     /// Topics a (0, 1), secret (0) and b (2), in that order.
     const TOPICS: [(&str, &[i32]); 3] = [("a", &[0, 1]), ("secret", &[0]), ("b", &[2])];
 
-    fn list_offsets(version: i16) -> Bytes {
-        let topics = TOPICS
+    /// [`TOPICS`] as a request's topics: `entry` builds each from its name and the partitions
+    /// `part` builds.
+    fn request_topics<T, P>(entry: impl Fn(&str, Vec<P>) -> T, part: impl Fn(i32) -> P) -> Vec<T> {
+        TOPICS
             .iter()
-            .map(|(name, parts)| {
+            .map(|(name, parts)| entry(name, parts.iter().map(|&p| part(p)).collect()))
+            .collect()
+    }
+
+    fn list_offsets(version: i16) -> Bytes {
+        let topics = request_topics(
+            |name, parts| {
                 ListOffsetsTopic::default()
                     .with_name(topic(name))
-                    .with_partitions(
-                        parts
-                            .iter()
-                            .map(|&p| {
-                                ListOffsetsPartition::default()
-                                    .with_partition_index(p)
-                                    .with_timestamp(-1)
-                            })
-                            .collect(),
-                    )
-            })
-            .collect();
+                    .with_partitions(parts)
+            },
+            |p| {
+                ListOffsetsPartition::default()
+                    .with_partition_index(p)
+                    .with_timestamp(-1)
+            },
+        );
         let body = ListOffsetsRequest::default()
             .with_replica_id((-1).into())
             .with_topics(topics)
@@ -166,23 +170,18 @@ mod tests {
     }
 
     fn leader_epoch(version: i16, replica: i32) -> Bytes {
-        let topics = TOPICS
-            .iter()
-            .map(|(name, parts)| {
+        let topics = request_topics(
+            |name, parts| {
                 OffsetForLeaderTopic::default()
                     .with_topic(topic(name))
-                    .with_partitions(
-                        parts
-                            .iter()
-                            .map(|&p| {
-                                OffsetForLeaderPartition::default()
-                                    .with_partition(p)
-                                    .with_leader_epoch(3)
-                            })
-                            .collect(),
-                    )
-            })
-            .collect();
+                    .with_partitions(parts)
+            },
+            |p| {
+                OffsetForLeaderPartition::default()
+                    .with_partition(p)
+                    .with_leader_epoch(3)
+            },
+        );
         let body = OffsetForLeaderEpochRequest::default()
             .with_replica_id(replica.into())
             .with_topics(topics);
@@ -190,14 +189,14 @@ mod tests {
     }
 
     fn describe_producers() -> Bytes {
-        let topics = TOPICS
-            .iter()
-            .map(|(name, parts)| {
+        let topics = request_topics(
+            |name, parts| {
                 TopicRequest::default()
                     .with_name(topic(name))
-                    .with_partition_indexes(parts.to_vec())
-            })
-            .collect();
+                    .with_partition_indexes(parts)
+            },
+            |p| p,
+        );
         frame(
             ApiKey::DescribeProducers,
             0,
