@@ -11,7 +11,7 @@ use kafka_protocol::messages::{
 
 use super::partial::{
     decide, items, list_response, min_bytes, name, owned, reader, skip_array, Checks, Items,
-    Refusal, INVALID_REQUEST,
+    ListResponse, Refusal, INVALID_REQUEST,
 };
 use crate::{
     kafka::{
@@ -65,68 +65,66 @@ impl<'f> ConfigResource<'f> {
     }
 }
 
-/// DescribeConfigs v1+.
-pub(super) fn describe_configs(
-    request: &Request<'_>,
-    ctx: &mut Context<'_>,
-) -> Result<Outcome, AuthzError> {
-    let resources = parse(request, Kind::Describe).map_err(|e| request.malformed(e))?;
-    let mut checks = Checks::new(ctx.check.as_ref());
-    let items = resources.map(|res| {
-        res.refusal(&mut checks, Operation::DescribeConfigs)
-            .map(|refusal| {
-                DescribeConfigsResult::default()
-                    .with_error_code(refusal.code)
-                    .with_error_message(refusal.message())
-                    .with_resource_type(res.resource_type)
-                    .with_resource_name(owned(res.name))
-            })
-    });
-    decide::<DescribeConfigsResponse>(request, items)
+/// The answer for a refused resource: the three keys' result types differ only by name.
+macro_rules! refused {
+    ($result:ty) => {
+        |refusal: Refusal, resource_type: i8, name: &str| {
+            <$result>::default()
+                .with_error_code(refusal.code)
+                .with_error_message(refusal.message())
+                .with_resource_type(resource_type)
+                .with_resource_name(owned(name))
+        }
+    };
 }
 
-/// AlterConfigs.
-pub(super) fn alter_configs(
+/// DescribeConfigs v1+, AlterConfigs or IncrementalAlterConfigs, as `kind` says.
+pub(super) fn configs(
     request: &Request<'_>,
     ctx: &mut Context<'_>,
+    kind: Kind,
 ) -> Result<Outcome, AuthzError> {
-    let resources = parse(request, Kind::Alter).map_err(|e| request.malformed(e))?;
-    let mut checks = Checks::new(ctx.check.as_ref());
-    let items = resources.map(|res| {
-        res.refusal(&mut checks, Operation::AlterConfigs)
-            .map(|refusal| {
-                alter_configs_response::AlterConfigsResourceResponse::default()
-                    .with_error_code(refusal.code)
-                    .with_error_message(refusal.message())
-                    .with_resource_type(res.resource_type)
-                    .with_resource_name(owned(res.name))
-            })
-    });
-    decide::<AlterConfigsResponse>(request, items)
+    use alter_configs_response::AlterConfigsResourceResponse as Altered;
+    use incremental_alter_configs_response::AlterConfigsResourceResponse as IncrementallyAltered;
+    match kind {
+        Kind::Describe => per_resource::<DescribeConfigsResponse>(
+            request,
+            ctx,
+            kind,
+            refused!(DescribeConfigsResult),
+        ),
+        Kind::Alter => per_resource::<AlterConfigsResponse>(request, ctx, kind, refused!(Altered)),
+        Kind::IncrementalAlter => per_resource::<IncrementalAlterConfigsResponse>(
+            request,
+            ctx,
+            kind,
+            refused!(IncrementallyAltered),
+        ),
+    }
 }
 
-/// IncrementalAlterConfigs.
-pub(super) fn incremental_alter_configs(
+/// Checks each resource for the kind's operation; `refused` answers a refused one.
+fn per_resource<R: ListResponse>(
     request: &Request<'_>,
     ctx: &mut Context<'_>,
+    kind: Kind,
+    refused: fn(Refusal, i8, &str) -> R::Item,
 ) -> Result<Outcome, AuthzError> {
-    let resources = parse(request, Kind::IncrementalAlter).map_err(|e| request.malformed(e))?;
+    let op = match kind {
+        Kind::Describe => Operation::DescribeConfigs,
+        Kind::Alter | Kind::IncrementalAlter => Operation::AlterConfigs,
+    };
+    let resources = parse(request, kind).map_err(|e| request.malformed(e))?;
     let mut checks = Checks::new(ctx.check.as_ref());
     let items = resources.map(|res| {
-        res.refusal(&mut checks, Operation::AlterConfigs)
-            .map(|refusal| {
-                incremental_alter_configs_response::AlterConfigsResourceResponse::default()
-                    .with_error_code(refusal.code)
-                    .with_error_message(refusal.message())
-                    .with_resource_type(res.resource_type)
-                    .with_resource_name(owned(res.name))
-            })
+        res.refusal(&mut checks, op)
+            .map(|refusal| refused(refusal, res.resource_type, res.name))
     });
-    decide::<IncrementalAlterConfigsResponse>(request, items)
+    decide::<R>(request, items)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(super) enum Kind {
     Describe,
     Alter,
     IncrementalAlter,

@@ -208,6 +208,30 @@ fn scram_users<'f>(
     Ok(users)
 }
 
+/// A result carrying the refusal: the item result types differ only by name.
+macro_rules! failed {
+    ($result:ty, $refusal:expr) => {
+        <$result>::default()
+            .with_error_code($refusal.code)
+            .with_error_message($refusal.message())
+    };
+}
+
+/// Results for topics and their partitions: `topic` builds a topic's from its partitions'.
+fn per_partition<T, P>(
+    topics: Vec<(&str, Vec<i32>)>,
+    topic: impl Fn(TopicName, Vec<P>) -> T,
+    partition: impl Fn(i32) -> P,
+) -> Vec<T> {
+    topics
+        .into_iter()
+        .map(|(name, partitions)| {
+            let partitions = partitions.into_iter().map(&partition).collect();
+            topic(TopicName(owned(name)), partitions)
+        })
+        .collect()
+}
+
 impl Itemized<'_> {
     /// The local answer to the refused request: every item carries the error.
     pub(super) fn refuse(
@@ -215,44 +239,36 @@ impl Itemized<'_> {
         request: &Request<'_>,
         refusal: Refusal,
     ) -> Result<Outcome, AuthzError> {
-        let (code, message) = (refusal.code, refusal.message());
+        let code = refusal.code;
         match self {
             Itemized::CreateAcls(count) => {
-                let result = AclCreationResult::default()
-                    .with_error_code(code)
-                    .with_error_message(message);
+                let result = failed!(AclCreationResult, refusal);
                 respond(
                     request,
                     &CreateAclsResponse::default().with_results(vec![result; count]),
                 )
             }
             Itemized::DeleteAcls(count) => {
-                let result = DeleteAclsFilterResult::default()
-                    .with_error_code(code)
-                    .with_error_message(message);
+                let result = failed!(DeleteAclsFilterResult, refusal);
                 respond(
                     request,
                     &DeleteAclsResponse::default().with_filter_results(vec![result; count]),
                 )
             }
             Itemized::AlterReplicaLogDirs(topics) => {
-                let results = topics
-                    .into_iter()
-                    .map(|(topic, partitions)| {
+                let results = per_partition(
+                    topics,
+                    |topic, partitions| {
                         AlterReplicaLogDirTopicResult::default()
-                            .with_topic_name(TopicName(owned(topic)))
-                            .with_partitions(
-                                partitions
-                                    .into_iter()
-                                    .map(|p| {
-                                        AlterReplicaLogDirPartitionResult::default()
-                                            .with_partition_index(p)
-                                            .with_error_code(code)
-                                    })
-                                    .collect(),
-                            )
-                    })
-                    .collect();
+                            .with_topic_name(topic)
+                            .with_partitions(partitions)
+                    },
+                    |p| {
+                        AlterReplicaLogDirPartitionResult::default()
+                            .with_partition_index(p)
+                            .with_error_code(code)
+                    },
+                );
                 respond(
                     request,
                     &AlterReplicaLogDirsResponse::default().with_results(results),
@@ -270,25 +286,15 @@ impl Itemized<'_> {
                             .into(),
                     });
                 }
-                let results = topics
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(topic, partitions)| {
+                let results = per_partition(
+                    topics.unwrap_or_default(),
+                    |topic, partitions| {
                         ReplicaElectionResult::default()
-                            .with_topic(TopicName(owned(topic)))
-                            .with_partition_result(
-                                partitions
-                                    .into_iter()
-                                    .map(|p| {
-                                        PartitionResult::default()
-                                            .with_partition_id(p)
-                                            .with_error_code(code)
-                                            .with_error_message(message.clone())
-                                    })
-                                    .collect(),
-                            )
-                    })
-                    .collect();
+                            .with_topic(topic)
+                            .with_partition_result(partitions)
+                    },
+                    |p| failed!(PartitionResult, refusal).with_partition_id(p),
+                );
                 let mut body =
                     ElectLeadersResponse::default().with_replica_election_results(results);
                 if version >= 1 {
@@ -300,19 +306,16 @@ impl Itemized<'_> {
                 let entries = entries
                     .into_iter()
                     .map(|entity| {
-                        EntryData::default()
-                            .with_error_code(code)
-                            .with_error_message(message.clone())
-                            .with_entity(
-                                entity
-                                    .into_iter()
-                                    .map(|(entity_type, entity_name)| {
-                                        EntityData::default()
-                                            .with_entity_type(owned(entity_type))
-                                            .with_entity_name(entity_name.map(owned))
-                                    })
-                                    .collect(),
-                            )
+                        failed!(EntryData, refusal).with_entity(
+                            entity
+                                .into_iter()
+                                .map(|(entity_type, entity_name)| {
+                                    EntityData::default()
+                                        .with_entity_type(owned(entity_type))
+                                        .with_entity_name(entity_name.map(owned))
+                                })
+                                .collect(),
+                        )
                     })
                     .collect();
                 respond(
@@ -324,10 +327,7 @@ impl Itemized<'_> {
                 let results = users
                     .into_iter()
                     .map(|user| {
-                        AlterUserScramCredentialsResult::default()
-                            .with_user(owned(user))
-                            .with_error_code(code)
-                            .with_error_message(message.clone())
+                        failed!(AlterUserScramCredentialsResult, refusal).with_user(owned(user))
                     })
                     .collect();
                 respond(

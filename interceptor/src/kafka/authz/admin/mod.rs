@@ -170,9 +170,9 @@ fn authorize_owned(
         }
         21 => topics::delete_records(request, ctx),
         37 => topics::create_partitions(request, ctx),
-        32 => configs::describe_configs(request, ctx),
-        33 => configs::alter_configs(request, ctx),
-        44 => configs::incremental_alter_configs(request, ctx),
+        32 => configs::configs(request, ctx, configs::Kind::Describe),
+        33 => configs::configs(request, ctx, configs::Kind::Alter),
+        44 => configs::configs(request, ctx, configs::Kind::IncrementalAlter),
         _ => match entry.touches {
             [(op, Cluster)] => cluster::authorize(request, ctx, *op),
             // Unreachable: every other key in TABLE touches the cluster only.

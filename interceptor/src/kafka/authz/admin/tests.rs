@@ -113,6 +113,58 @@ fn run(frame: &Bytes, check: Arc<FakeCheck>) -> Result<Outcome, AuthzError> {
     run_with(frame, check, &Arc::new(TopicIds::new(16)))
 }
 
+/// Runs `request` encoded at `version`.
+fn run_request<T: Encodable>(
+    key: ApiKey,
+    version: i16,
+    request: &T,
+    check: Arc<FakeCheck>,
+) -> Result<Outcome, AuthzError> {
+    run(&frame(key, version, &encode(request, version)), check)
+}
+
+/// Runs the [`sample`] of `key` at `version`.
+fn run_sample(key: ApiKey, version: i16, check: Arc<FakeCheck>) -> Result<Outcome, AuthzError> {
+    run(&frame(key, version, &sample(key, version)), check)
+}
+
+/// Refuses the named resources with their checks and allows the others; with `op`, asserts
+/// that nothing else is asked.
+fn refusing(op: Option<Operation>, refused: &'static [(&'static str, Check)]) -> Arc<FakeCheck> {
+    FakeCheck::new(move |asked, r| {
+        if let Some(op) = op {
+            assert_eq!(asked, op);
+        }
+        refused
+            .iter()
+            .find(|(name, _)| *name == r.name)
+            .map_or(Check::Allowed, |&(_, check)| check)
+    })
+}
+
+/// The body of a request answered locally.
+fn answered<T: Decodable>(outcome: Result<Outcome, AuthzError>, key: ApiKey, version: i16) -> T {
+    let Ok(Outcome::Respond(answer)) = outcome else {
+        panic!("{key:?} v{version} must be answered, got {outcome:?}");
+    };
+    decode_response(key as i16, version, &answer, "test")
+        .unwrap()
+        .1
+}
+
+/// What the client gets when the broker answers a partly forwarded request with `broker`:
+/// the correlation id and the merged body.
+fn merged_answer<T: Encodable + Decodable>(
+    rewrite: super::super::ResponseRewrite,
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    broker: &T,
+) -> (i32, T) {
+    let answer = encode_response(key as i16, version, correlation_id, broker, "test").unwrap();
+    decode_response(key as i16, version, &rewrite(answer).unwrap(), "test").unwrap()
+}
+
 fn s(text: &'static str) -> StrBytes {
     StrBytes::from_static_str(text)
 }
@@ -167,6 +219,21 @@ fn sample(key: ApiKey, version: i16) -> Vec<u8> {
         WriteShareGroupState => WriteShareGroupStateRequest,
         DeleteShareGroupState => DeleteShareGroupStateRequest,
         ReadShareGroupStateSummary => ReadShareGroupStateSummaryRequest,
+    }
+    // Topics "orders", altered by `config`, and "payments"; the two requests' resource types
+    // differ only by name.
+    macro_rules! altered_topics {
+        ($resource:ty, $config:expr) => {
+            vec![
+                <$resource>::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s("orders"))
+                    .with_configs(vec![$config]),
+                <$resource>::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s("payments")),
+            ]
+        };
     }
     match key {
         ApiKey::CreateTopics => encode(
@@ -247,34 +314,22 @@ fn sample(key: ApiKey, version: i16) -> Vec<u8> {
             version,
         ),
         ApiKey::AlterConfigs => encode(
-            &AlterConfigsRequest::default().with_resources(vec![
-                alter_configs_request::AlterConfigsResource::default()
-                    .with_resource_type(2)
-                    .with_resource_name(s("orders"))
-                    .with_configs(vec![alter_configs_request::AlterableConfig::default()
-                        .with_name(s("retention.ms"))
-                        .with_value(Some(s("1")))]),
-                alter_configs_request::AlterConfigsResource::default()
-                    .with_resource_type(2)
-                    .with_resource_name(s("payments")),
-            ]),
+            &AlterConfigsRequest::default().with_resources(altered_topics!(
+                alter_configs_request::AlterConfigsResource,
+                alter_configs_request::AlterableConfig::default()
+                    .with_name(s("retention.ms"))
+                    .with_value(Some(s("1")))
+            )),
             version,
         ),
         ApiKey::IncrementalAlterConfigs => encode(
-            &IncrementalAlterConfigsRequest::default().with_resources(vec![
-                incremental_alter_configs_request::AlterConfigsResource::default()
-                    .with_resource_type(2)
-                    .with_resource_name(s("orders"))
-                    .with_configs(vec![
-                        incremental_alter_configs_request::AlterableConfig::default()
-                            .with_name(s("retention.ms"))
-                            .with_config_operation(1)
-                            .with_value(None),
-                    ]),
-                incremental_alter_configs_request::AlterConfigsResource::default()
-                    .with_resource_type(2)
-                    .with_resource_name(s("payments")),
-            ]),
+            &IncrementalAlterConfigsRequest::default().with_resources(altered_topics!(
+                incremental_alter_configs_request::AlterConfigsResource,
+                incremental_alter_configs_request::AlterableConfig::default()
+                    .with_name(s("retention.ms"))
+                    .with_config_operation(1)
+                    .with_value(None)
+            )),
             version,
         ),
         ApiKey::CreateAcls => encode(
@@ -413,6 +468,36 @@ fn codes(key: ApiKey, version: i16, frame: &Bytes) -> Vec<i16> {
         RemoveRaftVoter => RemoveRaftVoterResponse,
         UpdateRaftVoter => UpdateRaftVoterResponse,
     }
+    // One error per item of the answer's list, or per partition of each of its topics.
+    macro_rules! per_item {
+        ($($k:ident => $ty:ty: $list:ident $(.$parts:ident)?),* $(,)?) => {
+            match key {
+                $(ApiKey::$k => {
+                    return decode!($ty)
+                        .$list
+                        .iter()
+                        $(.flat_map(|t| t.$parts.iter()))?
+                        .map(|i| i.error_code)
+                        .collect();
+                })*
+                _ => {}
+            }
+        };
+    }
+    per_item! {
+        CreateTopics => CreateTopicsResponse: topics,
+        DeleteTopics => DeleteTopicsResponse: responses,
+        DeleteRecords => DeleteRecordsResponse: topics.partitions,
+        CreatePartitions => CreatePartitionsResponse: results,
+        DescribeConfigs => DescribeConfigsResponse: results,
+        AlterConfigs => AlterConfigsResponse: responses,
+        IncrementalAlterConfigs => IncrementalAlterConfigsResponse: responses,
+        CreateAcls => CreateAclsResponse: results,
+        DeleteAcls => DeleteAclsResponse: filter_results,
+        AlterReplicaLogDirs => AlterReplicaLogDirsResponse: results.partitions,
+        AlterClientQuotas => AlterClientQuotasResponse: entries,
+        AlterUserScramCredentials => AlterUserScramCredentialsResponse: results,
+    }
     match key {
         ApiKey::DescribeLogDirs => {
             let body = decode!(DescribeLogDirsResponse);
@@ -423,56 +508,6 @@ fn codes(key: ApiKey, version: i16, frame: &Bytes) -> Vec<i16> {
                 vec![]
             }
         }
-        ApiKey::CreateTopics => decode!(CreateTopicsResponse)
-            .topics
-            .iter()
-            .map(|t| t.error_code)
-            .collect(),
-        ApiKey::DeleteTopics => decode!(DeleteTopicsResponse)
-            .responses
-            .iter()
-            .map(|t| t.error_code)
-            .collect(),
-        ApiKey::DeleteRecords => decode!(DeleteRecordsResponse)
-            .topics
-            .iter()
-            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
-            .collect(),
-        ApiKey::CreatePartitions => decode!(CreatePartitionsResponse)
-            .results
-            .iter()
-            .map(|t| t.error_code)
-            .collect(),
-        ApiKey::DescribeConfigs => decode!(DescribeConfigsResponse)
-            .results
-            .iter()
-            .map(|r| r.error_code)
-            .collect(),
-        ApiKey::AlterConfigs => decode!(AlterConfigsResponse)
-            .responses
-            .iter()
-            .map(|r| r.error_code)
-            .collect(),
-        ApiKey::IncrementalAlterConfigs => decode!(IncrementalAlterConfigsResponse)
-            .responses
-            .iter()
-            .map(|r| r.error_code)
-            .collect(),
-        ApiKey::CreateAcls => decode!(CreateAclsResponse)
-            .results
-            .iter()
-            .map(|r| r.error_code)
-            .collect(),
-        ApiKey::DeleteAcls => decode!(DeleteAclsResponse)
-            .filter_results
-            .iter()
-            .map(|r| r.error_code)
-            .collect(),
-        ApiKey::AlterReplicaLogDirs => decode!(AlterReplicaLogDirsResponse)
-            .results
-            .iter()
-            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
-            .collect(),
         ApiKey::ElectLeaders => {
             let body = decode!(ElectLeadersResponse);
             let items = body
@@ -485,16 +520,6 @@ fn codes(key: ApiKey, version: i16, frame: &Bytes) -> Vec<i16> {
                 items.collect()
             }
         }
-        ApiKey::AlterClientQuotas => decode!(AlterClientQuotasResponse)
-            .entries
-            .iter()
-            .map(|e| e.error_code)
-            .collect(),
-        ApiKey::AlterUserScramCredentials => decode!(AlterUserScramCredentialsResponse)
-            .results
-            .iter()
-            .map(|r| r.error_code)
-            .collect(),
         other => panic!("no decoder for {other:?}"),
     }
 }
@@ -590,7 +615,7 @@ fn every_key_at_its_lowest_and_highest_version_is_refused_with_the_brokers_error
         for (key, version) in owned_versions() {
             let what = format!("{key:?} v{version} ({check:?})");
             let fake = FakeCheck::always(check);
-            let outcome = run(&frame(key, version, &sample(key, version)), fake.clone());
+            let outcome = run_sample(key, version, fake.clone());
             assert!(!fake.asked().is_empty(), "{what}: nothing was checked");
             if CLOSES.contains(&key) {
                 assert!(
@@ -618,10 +643,7 @@ fn every_key_at_its_lowest_and_highest_version_is_refused_with_the_brokers_error
 #[test]
 fn every_key_allowed_is_forwarded_untouched() {
     for (key, version) in owned_versions() {
-        let outcome = run(
-            &frame(key, version, &sample(key, version)),
-            FakeCheck::always(Check::Allowed),
-        );
+        let outcome = run_sample(key, version, FakeCheck::always(Check::Allowed));
         assert!(
             matches!(outcome, Ok(Outcome::Forward)),
             "{key:?} v{version}: {outcome:?}"
@@ -718,13 +740,11 @@ fn create_topics_forwards_the_allowed_topics_and_merges_the_refused_in_request_o
                 .insert(5, Bytes::from_static(b"yz"));
         }
         let request = request.with_topics(topics.clone());
-        let fake = FakeCheck::new(|_, r| match r.name {
-            "b" => Check::Denied,
-            "d" => Check::Violation,
-            _ => Check::Allowed,
-        });
-        let (forwarded, rewrite) = partial(run(
-            &frame(ApiKey::CreateTopics, version, &encode(&request, version)),
+        let fake = refusing(None, &[("b", Check::Denied), ("d", Check::Violation)]);
+        let (forwarded, rewrite) = partial(run_request(
+            ApiKey::CreateTopics,
+            version,
+            &request,
             fake.clone(),
         ));
         assert_eq!(
@@ -744,11 +764,13 @@ fn create_topics_forwards_the_allowed_topics_and_merges_the_refused_in_request_o
 
         let broker = CreateTopicsResponse::default()
             .with_topics(["a", "c"].into_iter().map(created).collect());
-        let answer =
-            rewrite(encode_response(19, version, CORRELATION_ID, &broker, "CreateTopics").unwrap())
-                .unwrap();
-        let (id, merged): (_, CreateTopicsResponse) =
-            decode_response(19, version, &answer, "CreateTopics").unwrap();
+        let (id, merged) = merged_answer(
+            rewrite,
+            ApiKey::CreateTopics,
+            version,
+            CORRELATION_ID,
+            &broker,
+        );
         assert_eq!(id, CORRELATION_ID);
         let summary: Vec<_> = merged
             .topics
@@ -783,15 +805,11 @@ fn a_topic_named_twice_is_checked_once() {
             .map(|n| create_partitions_request::CreatePartitionsTopic::default().with_name(tn(n)))
             .collect(),
     );
-    let fake = FakeCheck::new(|_, r| {
-        if r.name == "t" {
-            Check::Denied
-        } else {
-            Check::Allowed
-        }
-    });
-    let (forwarded, _) = partial(run(
-        &frame(ApiKey::CreatePartitions, 3, &encode(&request, 3)),
+    let fake = refusing(None, &[("t", Check::Denied)]);
+    let (forwarded, _) = partial(run_request(
+        ApiKey::CreatePartitions,
+        3,
+        &request,
         fake.clone(),
     ));
     assert_eq!(fake.asked(), ["alter topic:t", "alter topic:u"]);
@@ -814,13 +832,7 @@ fn delete_topics_by_id_resolves_known_ids_and_refuses_unknown_ones() {
     let request = DeleteTopicsRequest::default().with_topics(entries.clone());
     let full = frame(ApiKey::DeleteTopics, 6, &encode(&request, 6));
     let header = ParsedHeader::parse(&full).unwrap();
-    let fake = FakeCheck::new(|_, r| {
-        if r.name == "secret" {
-            Check::Denied
-        } else {
-            Check::Allowed
-        }
-    });
+    let fake = refusing(None, &[("secret", Check::Denied)]);
     let check: Arc<dyn AccessCheck> = fake.clone();
     let mut state = ConnectionState::default();
     let ids = Arc::new(TopicIds::new(4));
@@ -853,10 +865,7 @@ fn delete_topics_by_id_resolves_known_ids_and_refuses_unknown_ones() {
             .with_name(Some(tn("by-name")))
             .with_error_message(None),
     ]);
-    let answer =
-        rewrite(encode_response(20, 6, CORRELATION_ID, &broker, "DeleteTopics").unwrap()).unwrap();
-    let (_, merged): (_, DeleteTopicsResponse) =
-        decode_response(20, 6, &answer, "DeleteTopics").unwrap();
+    let (_, merged) = merged_answer(rewrite, ApiKey::DeleteTopics, 6, CORRELATION_ID, &broker);
     let summary: Vec<_> = merged
         .responses
         .iter()
@@ -877,16 +886,8 @@ fn delete_topics_by_id_resolves_known_ids_and_refuses_unknown_ones() {
 #[test]
 fn delete_records_refuses_every_partition_of_a_refused_topic() {
     let version = 2;
-    let body = sample(ApiKey::DeleteRecords, version);
-    let fake = FakeCheck::new(|op, r| {
-        assert_eq!(op, Operation::DeleteRecords);
-        if r.name == "orders" {
-            Check::Denied
-        } else {
-            Check::Allowed
-        }
-    });
-    let (forwarded, rewrite) = partial(run(&frame(ApiKey::DeleteRecords, version, &body), fake));
+    let fake = refusing(Some(Operation::DeleteRecords), &[("orders", Check::Denied)]);
+    let (forwarded, rewrite) = partial(run_sample(ApiKey::DeleteRecords, version, fake));
     let sent: DeleteRecordsRequest = decode_request(&forwarded, version);
     assert_eq!(sent.topics.len(), 1);
     assert_eq!(sent.topics[0].name, tn("payments"));
@@ -899,10 +900,7 @@ fn delete_records_refuses_every_partition_of_a_refused_topic() {
                     .with_low_watermark(5),
             ]),
     ]);
-    let answer =
-        rewrite(encode_response(21, version, 9, &broker, "DeleteRecords").unwrap()).unwrap();
-    let (id, merged): (_, DeleteRecordsResponse) =
-        decode_response(21, version, &answer, "DeleteRecords").unwrap();
+    let (id, merged) = merged_answer(rewrite, ApiKey::DeleteRecords, version, 9, &broker);
     assert_eq!(id, 9, "the broker's correlation id is kept");
     let summary: Vec<_> = merged
         .topics
@@ -950,13 +948,17 @@ fn config_resources_are_decided_per_kind_once_each_in_request_order() {
         let request = DescribeConfigsRequest::default()
             .with_resources(resources.clone())
             .with_include_synonyms(true);
-        let fake = FakeCheck::new(|_, r| match r.name {
-            "immutable" => Check::Violation,
-            "kafka-cluster" => Check::Denied,
-            _ => Check::Allowed,
-        });
-        let (forwarded, rewrite) = partial(run(
-            &frame(ApiKey::DescribeConfigs, version, &encode(&request, version)),
+        let fake = refusing(
+            None,
+            &[
+                ("immutable", Check::Violation),
+                ("kafka-cluster", Check::Denied),
+            ],
+        );
+        let (forwarded, rewrite) = partial(run_request(
+            ApiKey::DescribeConfigs,
+            version,
+            &request,
             fake.clone(),
         ));
         assert_eq!(
@@ -982,10 +984,7 @@ fn config_resources_are_decided_per_kind_once_each_in_request_order() {
                 })
                 .collect(),
         );
-        let answer =
-            rewrite(encode_response(32, version, 1, &broker, "DescribeConfigs").unwrap()).unwrap();
-        let (_, merged): (_, DescribeConfigsResponse) =
-            decode_response(32, version, &answer, "DescribeConfigs").unwrap();
+        let (_, merged) = merged_answer(rewrite, ApiKey::DescribeConfigs, version, 1, &broker);
         let summary: Vec<_> = merged
             .results
             .iter()
@@ -1010,37 +1009,24 @@ fn config_resources_are_decided_per_kind_once_each_in_request_order() {
 #[test]
 fn incremental_alter_configs_splices_flexible_requests() {
     let version = 1;
-    let body = sample(ApiKey::IncrementalAlterConfigs, version);
-    let fake = FakeCheck::new(|op, r| {
-        assert_eq!(op, Operation::AlterConfigs);
-        if r.name == "payments" {
-            Check::Denied
-        } else {
-            Check::Allowed
-        }
-    });
-    let (forwarded, rewrite) = partial(run(
-        &frame(ApiKey::IncrementalAlterConfigs, version, &body),
-        fake,
-    ));
+    let fake = refusing(
+        Some(Operation::AlterConfigs),
+        &[("payments", Check::Denied)],
+    );
+    let (forwarded, rewrite) = partial(run_sample(ApiKey::IncrementalAlterConfigs, version, fake));
     let sent: IncrementalAlterConfigsRequest = decode_request(&forwarded, version);
     assert_eq!(sent.resources.len(), 1);
     assert_eq!(sent.resources[0].resource_name.as_str(), "orders");
     assert_eq!(sent.resources[0].configs.len(), 1);
     // A broker that answers nothing still leaves the refused resource in the answer.
-    let answer = rewrite(
-        encode_response(
-            44,
-            version,
-            1,
-            &IncrementalAlterConfigsResponse::default(),
-            "IncrementalAlterConfigs",
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let (_, merged): (_, IncrementalAlterConfigsResponse) =
-        decode_response(44, version, &answer, "IncrementalAlterConfigs").unwrap();
+    let broker = IncrementalAlterConfigsResponse::default();
+    let (_, merged) = merged_answer(
+        rewrite,
+        ApiKey::IncrementalAlterConfigs,
+        version,
+        1,
+        &broker,
+    );
     assert_eq!(merged.responses.len(), 1);
     assert_eq!(merged.responses[0].resource_name.as_str(), "payments");
     assert_eq!(merged.responses[0].error_code, 29);
@@ -1048,17 +1034,8 @@ fn incremental_alter_configs_splices_flexible_requests() {
 
 #[test]
 fn a_broken_broker_answer_is_an_error_not_a_panic() {
-    let fake = FakeCheck::new(|_, r| {
-        if r.name == "orders" {
-            Check::Denied
-        } else {
-            Check::Allowed
-        }
-    });
-    let (_, rewrite) = partial(run(
-        &frame(ApiKey::CreateTopics, 7, &sample(ApiKey::CreateTopics, 7)),
-        fake,
-    ));
+    let fake = refusing(None, &[("orders", Check::Denied)]);
+    let (_, rewrite) = partial(run_sample(ApiKey::CreateTopics, 7, fake));
     let garbage = Bytes::from_static(b"\0\0\0\x07\0\0\0\x01\x00\xff\xff");
     assert!(matches!(rewrite(garbage), Err(AuthzError::Response { .. })));
 }
@@ -1066,20 +1043,9 @@ fn a_broken_broker_answer_is_an_error_not_a_panic() {
 #[test]
 fn refused_cluster_items_list_every_item() {
     let fake = FakeCheck::always(Check::Denied);
-    let answer = match run(
-        &frame(
-            ApiKey::AlterReplicaLogDirs,
-            2,
-            &sample(ApiKey::AlterReplicaLogDirs, 2),
-        ),
-        fake.clone(),
-    ) {
-        Ok(Outcome::Respond(answer)) => answer,
-        other => panic!("{other:?}"),
-    };
+    let outcome = run_sample(ApiKey::AlterReplicaLogDirs, 2, fake.clone());
     assert_eq!(fake.asked(), ["alter cluster:kafka-cluster"]);
-    let (_, body): (_, AlterReplicaLogDirsResponse) =
-        decode_response(34, 2, &answer, "AlterReplicaLogDirs").unwrap();
+    let body: AlterReplicaLogDirsResponse = answered(outcome, ApiKey::AlterReplicaLogDirs, 2);
     let summary: Vec<_> = body
         .results
         .iter()
@@ -1098,19 +1064,12 @@ fn refused_cluster_items_list_every_item() {
         ]
     );
 
-    let answer = match run(
-        &frame(
-            ApiKey::AlterClientQuotas,
-            1,
-            &sample(ApiKey::AlterClientQuotas, 1),
-        ),
+    let outcome = run_sample(
+        ApiKey::AlterClientQuotas,
+        1,
         FakeCheck::always(Check::Denied),
-    ) {
-        Ok(Outcome::Respond(answer)) => answer,
-        other => panic!("{other:?}"),
-    };
-    let (_, body): (_, AlterClientQuotasResponse) =
-        decode_response(49, 1, &answer, "AlterClientQuotas").unwrap();
+    );
+    let body: AlterClientQuotasResponse = answered(outcome, ApiKey::AlterClientQuotas, 1);
     let entities: Vec<_> = body
         .entries
         .iter()
@@ -1143,14 +1102,9 @@ fn a_partition_or_user_named_twice_is_listed_once() {
     };
     let request = AlterReplicaLogDirsRequest::default()
         .with_dirs(vec![dir("/a", vec![0, 1]), dir("/b", vec![1, 2])]);
-    let Ok(Outcome::Respond(answer)) = run(
-        &frame(ApiKey::AlterReplicaLogDirs, 1, &encode(&request, 1)),
-        FakeCheck::always(Check::Denied),
-    ) else {
-        panic!("must be answered");
-    };
-    let (_, body): (_, AlterReplicaLogDirsResponse) =
-        decode_response(34, 1, &answer, "AlterReplicaLogDirs").unwrap();
+    let key = ApiKey::AlterReplicaLogDirs;
+    let outcome = run_request(key, 1, &request, FakeCheck::always(Check::Denied));
+    let body: AlterReplicaLogDirsResponse = answered(outcome, key, 1);
     assert_eq!(body.results.len(), 1);
     let partitions: Vec<_> = body.results[0]
         .partitions
@@ -1170,14 +1124,9 @@ fn a_partition_or_user_named_twice_is_listed_once() {
             alter_user_scram_credentials_request::ScramCredentialUpsertion::default()
                 .with_name(s("bob")),
         ]);
-    let Ok(Outcome::Respond(answer)) = run(
-        &frame(ApiKey::AlterUserScramCredentials, 0, &encode(&request, 0)),
-        FakeCheck::always(Check::Denied),
-    ) else {
-        panic!("must be answered");
-    };
-    let (_, body): (_, AlterUserScramCredentialsResponse) =
-        decode_response(51, 0, &answer, "AlterUserScramCredentials").unwrap();
+    let key = ApiKey::AlterUserScramCredentials;
+    let outcome = run_request(key, 0, &request, FakeCheck::always(Check::Denied));
+    let body: AlterUserScramCredentialsResponse = answered(outcome, key, 0);
     let users: Vec<_> = body.results.iter().map(|r| r.user.to_string()).collect();
     assert_eq!(users, ["alice", "bob"]);
 }

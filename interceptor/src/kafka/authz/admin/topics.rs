@@ -16,11 +16,12 @@ use uuid::Uuid;
 
 use super::partial::{
     decide, items, list_response, min_bytes, name, nullable_name, owned, reader, skip_array,
-    skip_i32s, Checks, Items, Refusal, INVALID_REQUEST,
+    skip_i32s, Checks, Items, ListResponse, Refusal, INVALID_REQUEST,
 };
 use crate::{
     kafka::{
         authz::{response::UNKNOWN_TOPIC_ID, AuthzError, Context, Outcome, Request},
+        wire::Reader,
         HeaderError,
     },
     policy::{Operation, Resource},
@@ -43,50 +44,79 @@ pub(super) fn create_topics(
     ctx: &mut Context<'_>,
 ) -> Result<Outcome, AuthzError> {
     let topics = parse_create_topics(request).map_err(|e| request.malformed(e))?;
+    per_topic::<CreateTopicsResponse>(ctx, request, topics, Operation::Create, |name, refusal| {
+        CreatableTopicResult::default()
+            .with_name(name)
+            .with_error_code(refusal.code)
+            .with_error_message(refusal.message())
+    })
+}
+
+/// Each topic checked for `op`; `refused` answers a refused one.
+fn per_topic<R: ListResponse>(
+    ctx: &mut Context<'_>,
+    request: &Request<'_>,
+    topics: Items<&str>,
+    op: Operation,
+    refused: fn(TopicName, Refusal) -> R::Item,
+) -> Result<Outcome, AuthzError> {
     let mut checks = Checks::new(ctx.check.as_ref());
     let items = topics.map(|topic| {
         checks
-            .refusal(Operation::Create, Resource::topic(topic))
-            .map(|refusal| {
-                CreatableTopicResult::default()
-                    .with_name(topic_name(topic))
-                    .with_error_code(refusal.code)
-                    .with_error_message(refusal.message())
-            })
+            .refusal(op, Resource::topic(topic))
+            .map(|refusal| refused(topic_name(topic), refusal))
     });
-    decide::<CreateTopicsResponse>(request, items)
+    decide::<R>(request, items)
 }
 
-fn parse_create_topics<'f>(request: &Request<'f>) -> Result<Items<&'f str>, HeaderError> {
+/// A request whose top-level array is of topics, each a name then what `rest` reads, then
+/// tagged fields; after the array, a timeout, the validate-only flag where the key has one,
+/// and tagged fields.
+fn topics_array<'f, X>(
+    request: &Request<'f>,
+    min_topic_bytes: (usize, usize),
+    validate_only: bool,
+    mut rest: impl FnMut(&mut Reader<'f>, bool, &'f str) -> Result<X, HeaderError>,
+) -> Result<Items<X>, HeaderError> {
     let (frame, flexible) = (&request.frame[..], request.flexible());
+    let (classic, compact) = min_topic_bytes;
     let mut r = reader(request)?;
     let topics = items(
         &mut r,
         flexible,
-        min_bytes(flexible, 16, 10),
+        min_bytes(flexible, classic, compact),
         "topics",
         |r| {
             let topic = name(r, frame, flexible, "topic name")?;
-            r.i32("num partitions")?;
-            r.i16("replication factor")?;
-            skip_array(r, flexible, min_bytes(flexible, 8, 6), "assignments", |r| {
-                r.i32("partition index")?;
-                skip_i32s(r, flexible, "broker ids")?;
-                r.tagged(flexible, "assignment tagged fields")
-            })?;
-            skip_array(r, flexible, min_bytes(flexible, 4, 3), "configs", |r| {
-                r.string(flexible, "config name")?;
-                r.nullable_str(flexible, "config value")?;
-                r.tagged(flexible, "config tagged fields")
-            })?;
+            let x = rest(r, flexible, topic)?;
             r.tagged(flexible, "topic tagged fields")?;
-            Ok(topic)
+            Ok(x)
         },
     )?;
     r.i32("timeout")?;
-    r.i8("validate only")?;
+    if validate_only {
+        r.i8("validate only")?;
+    }
     r.tagged(flexible, "tagged fields")?;
     Ok(topics)
+}
+
+fn parse_create_topics<'f>(request: &Request<'f>) -> Result<Items<&'f str>, HeaderError> {
+    topics_array(request, (16, 10), true, |r, flexible, topic| {
+        r.i32("num partitions")?;
+        r.i16("replication factor")?;
+        skip_array(r, flexible, min_bytes(flexible, 8, 6), "assignments", |r| {
+            r.i32("partition index")?;
+            skip_i32s(r, flexible, "broker ids")?;
+            r.tagged(flexible, "assignment tagged fields")
+        })?;
+        skip_array(r, flexible, min_bytes(flexible, 4, 3), "configs", |r| {
+            r.string(flexible, "config name")?;
+            r.nullable_str(flexible, "config value")?;
+            r.tagged(flexible, "config tagged fields")
+        })?;
+        Ok(topic)
+    })
 }
 
 /// What one DeleteTopics entry names.
@@ -224,10 +254,7 @@ pub(super) fn delete_records(
 fn parse_delete_records<'f>(
     request: &Request<'f>,
 ) -> Result<Items<(&'f str, Vec<i32>)>, HeaderError> {
-    let (frame, flexible) = (&request.frame[..], request.flexible());
-    let mut r = reader(request)?;
-    let topics = items(&mut r, flexible, min_bytes(flexible, 6, 3), "topics", |r| {
-        let topic = name(r, frame, flexible, "topic name")?;
+    topics_array(request, (6, 3), false, |r, flexible, topic| {
         let count = r.count(flexible, min_bytes(flexible, 12, 13), "partitions")?;
         let partitions = (0..count)
             .map(|_| {
@@ -237,12 +264,8 @@ fn parse_delete_records<'f>(
                 Ok(index)
             })
             .collect::<Result<Vec<_>, HeaderError>>()?;
-        r.tagged(flexible, "topic tagged fields")?;
         Ok((topic, partitions))
-    })?;
-    r.i32("timeout")?;
-    r.tagged(flexible, "tagged fields")?;
-    Ok(topics)
+    })
 }
 
 /// CreatePartitions: `alter` per topic.
@@ -251,45 +274,29 @@ pub(super) fn create_partitions(
     ctx: &mut Context<'_>,
 ) -> Result<Outcome, AuthzError> {
     let topics = parse_create_partitions(request).map_err(|e| request.malformed(e))?;
-    let mut checks = Checks::new(ctx.check.as_ref());
-    let items = topics.map(|topic| {
-        checks
-            .refusal(Operation::Alter, Resource::topic(topic))
-            .map(|refusal| {
-                CreatePartitionsTopicResult::default()
-                    .with_name(topic_name(topic))
-                    .with_error_code(refusal.code)
-                    .with_error_message(refusal.message())
-            })
-    });
-    decide::<CreatePartitionsResponse>(request, items)
+    per_topic::<CreatePartitionsResponse>(
+        ctx,
+        request,
+        topics,
+        Operation::Alter,
+        |name, refusal| {
+            CreatePartitionsTopicResult::default()
+                .with_name(name)
+                .with_error_code(refusal.code)
+                .with_error_message(refusal.message())
+        },
+    )
 }
 
 fn parse_create_partitions<'f>(request: &Request<'f>) -> Result<Items<&'f str>, HeaderError> {
-    let (frame, flexible) = (&request.frame[..], request.flexible());
-    let mut r = reader(request)?;
-    let topics = items(
-        &mut r,
-        flexible,
-        min_bytes(flexible, 10, 7),
-        "topics",
-        |r| {
-            let topic = name(r, frame, flexible, "topic name")?;
-            r.i32("count")?;
-            if let Some(count) =
-                r.nullable_count(flexible, min_bytes(flexible, 4, 2), "assignments")?
-            {
-                for _ in 0..count {
-                    skip_i32s(r, flexible, "broker ids")?;
-                    r.tagged(flexible, "assignment tagged fields")?;
-                }
+    topics_array(request, (10, 7), true, |r, flexible, topic| {
+        r.i32("count")?;
+        if let Some(count) = r.nullable_count(flexible, min_bytes(flexible, 4, 2), "assignments")? {
+            for _ in 0..count {
+                skip_i32s(r, flexible, "broker ids")?;
+                r.tagged(flexible, "assignment tagged fields")?;
             }
-            r.tagged(flexible, "topic tagged fields")?;
-            Ok(topic)
-        },
-    )?;
-    r.i32("timeout")?;
-    r.i8("validate only")?;
-    r.tagged(flexible, "tagged fields")?;
-    Ok(topics)
+        }
+        Ok(topic)
+    })
 }

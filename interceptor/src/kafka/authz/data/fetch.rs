@@ -19,15 +19,15 @@ use kafka_protocol::messages::{
 };
 
 use super::{
-    check_topics, find_tag, keyed_plans, merge_topics, parse_topic_array, resolve_all,
-    splice_topics, topic_name, uuid, verdict, ArraySpan, Key, Naming, Plan, Refusal, TopicEntry,
-    TopicSpan, TopicsResponse, Verdict, FETCH,
+    check_topics, find_tag, keyed_plans, merge_topics, name_or_id, parse_body, parse_topic_array,
+    resolve_all, splice_topics, topic_entry, topic_name, topics_response, uuid, verdict, ArraySpan,
+    Authorized, Key, Naming, Plan, Refusal, TopicSpan, Verdict, FETCH,
 };
 use crate::{
     kafka::{
         authz::{
             response::{decode_response, encode_response, FETCH_SESSION_ID_NOT_FOUND},
-            AuthzError, Context, Outcome, Request,
+            Context, Outcome, Request,
         },
         wire::Reader,
         HeaderError,
@@ -110,14 +110,10 @@ fn parse(frame: &[u8], body: usize, version: i16) -> Result<Parsed<'_>, HeaderEr
     })
 }
 
-pub(super) fn authorize(
-    request: &Request<'_>,
-    ctx: &mut Context<'_>,
-) -> Result<Outcome, AuthzError> {
+pub(super) fn authorize(request: &Request<'_>, ctx: &mut Context<'_>) -> Authorized {
     let version = request.header.api_version;
     let frame: &[u8] = request.frame;
-    let parsed =
-        parse(frame, request.header.body_offset, version).map_err(|e| request.malformed(e))?;
+    let parsed = parse_body(request, parse)?;
     let by_id = version >= 13;
     let respond = |body: &FetchResponse| {
         encode_response(FETCH, version, request.header.correlation_id, body, API)
@@ -209,49 +205,30 @@ pub(super) fn authorize(
     }
 }
 
-impl TopicsResponse for FetchResponse {
-    type Topic = FetchableTopicResponse;
-    fn topics(&mut self) -> &mut Vec<Self::Topic> {
-        &mut self.responses
-    }
-}
+topics_response!(FetchResponse => responses: FetchableTopicResponse);
 
-impl TopicEntry for FetchableTopicResponse {
-    type Part = PartitionData;
-
+topic_entry!(FetchableTopicResponse {
+    parts: partitions: PartitionData,
+    index: partition_index,
+    // As Kafka's own error partition: no watermark, no records.
+    refused: |index, refusal| PartitionData::default()
+        .with_partition_index(index)
+        .with_error_code(refusal.code)
+        .with_high_watermark(-1)
+        .with_aborted_transactions(None),
+} {
     fn key(&self, by_id: bool) -> Key {
-        if by_id {
-            Key::Id(self.topic_id.into_bytes())
-        } else {
-            Key::Name(self.topic.to_string())
-        }
+        name_or_id(by_id, &self.topic, self.topic_id)
     }
 
-    fn parts(&mut self) -> &mut Vec<Self::Part> {
-        &mut self.partitions
-    }
-
-    fn part_index(part: &Self::Part) -> i32 {
-        part.partition_index
-    }
-
-    /// As Kafka's own error partition: no watermark, no records.
-    fn refused_part(index: i32, refusal: Refusal) -> Self::Part {
-        PartitionData::default()
-            .with_partition_index(index)
-            .with_error_code(refusal.code)
-            .with_high_watermark(-1)
-            .with_aborted_transactions(None)
-    }
-
-    fn new_entry(key: &Key, parts: Vec<Self::Part>) -> Self {
+    fn new_entry(key: &Key, parts: Vec<PartitionData>) -> Self {
         let entry = Self::default().with_partitions(parts);
         match key {
             Key::Name(name) => entry.with_topic(topic_name(name)),
             Key::Id(id) => entry.with_topic_id(uuid(*id)),
         }
     }
-}
+});
 
 #[cfg(test)]
 mod tests {

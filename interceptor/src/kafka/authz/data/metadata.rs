@@ -32,15 +32,16 @@ use kafka_protocol::messages::{
 };
 
 use super::{
-    answer, check_topics, resolve_all, topic_name, utf8, uuid, ArraySpan, Checks, Key, Name, Plan,
-    Refusal, TopicEntry, TopicIds, TopicSpan, TopicsResponse, DESCRIBE_TOPIC_PARTITIONS, METADATA,
+    answer, check_topics, name_of, parse_body, resolve_all, topic_entry, topic_name,
+    topics_response, utf8, uuid, ArraySpan, Authorized, Checks, Key, Name, Plan, Refusal, TopicIds,
+    TopicSpan, DESCRIBE_TOPIC_PARTITIONS, METADATA,
 };
 use crate::{
     kafka::{
         authz::{
             response::{decode_response, encode_response, UNKNOWN_TOPIC_OR_PARTITION},
             splice::Splice,
-            AuthzError, Context, Outcome, Request,
+            Context, Outcome, Request,
         },
         wire::Reader,
         HeaderError,
@@ -144,14 +145,10 @@ enum Asked {
     },
 }
 
-pub(super) fn authorize(
-    request: &Request<'_>,
-    ctx: &mut Context<'_>,
-) -> Result<Outcome, AuthzError> {
+pub(super) fn authorize(request: &Request<'_>, ctx: &mut Context<'_>) -> Authorized {
     let version = request.header.api_version;
     let frame: &[u8] = request.frame;
-    let parsed =
-        parse(frame, request.header.body_offset, version).map_err(|e| request.malformed(e))?;
+    let parsed = parse_body(request, parse)?;
     let learn = Arc::clone(ctx.topic_ids);
     let check = Arc::clone(ctx.check);
     let correlation_id = request.header.correlation_id;
@@ -349,7 +346,7 @@ fn merge(
 pub(super) fn authorize_describe_partitions(
     request: &Request<'_>,
     ctx: &mut Context<'_>,
-) -> Result<Outcome, AuthzError> {
+) -> Authorized {
     const API: &str = "DescribeTopicPartitions";
     let frame: &[u8] = request.frame;
     let malformed = |e| request.malformed(e);
@@ -396,45 +393,35 @@ pub(super) fn authorize_describe_partitions(
     answer::<DescribeTopicPartitionsResponse>(request, &array, &topics, plans, true, false)
 }
 
-impl TopicsResponse for DescribeTopicPartitionsResponse {
-    type Topic = DescribeTopicPartitionsResponseTopic;
-    fn topics(&mut self) -> &mut Vec<Self::Topic> {
-        &mut self.topics
-    }
-}
+topics_response!(DescribeTopicPartitionsResponse => topics: DescribeTopicPartitionsResponseTopic);
 
-impl TopicEntry for DescribeTopicPartitionsResponseTopic {
-    type Part = DescribeTopicPartitionsResponsePartition;
+topic_entry!(DescribeTopicPartitionsResponseTopic {
+    parts: partitions: DescribeTopicPartitionsResponsePartition,
+    index: partition_index,
+    refused: |index, refusal| DescribeTopicPartitionsResponsePartition::default()
+        .with_partition_index(index)
+        .with_error_code(refusal.code),
+} {
     fn key(&self, _by_id: bool) -> Key {
         Key::Name(name_str(&self.name).unwrap_or_default().to_owned())
     }
-    fn parts(&mut self) -> &mut Vec<Self::Part> {
-        &mut self.partitions
-    }
-    fn part_index(part: &Self::Part) -> i32 {
-        part.partition_index
-    }
-    fn refused_part(index: i32, refusal: Refusal) -> Self::Part {
-        Self::Part::default()
-            .with_partition_index(index)
-            .with_error_code(refusal.code)
-    }
-    fn new_entry(key: &Key, parts: Vec<Self::Part>) -> Self {
-        let name = match key {
-            Key::Name(name) => name.as_str(),
-            Key::Id(_) => "",
-        };
+
+    fn new_entry(key: &Key, parts: Vec<DescribeTopicPartitionsResponsePartition>) -> Self {
         Self::default()
-            .with_name(Some(topic_name(name)))
+            .with_name(Some(name_of(key)))
             .with_partitions(parts)
     }
 
     /// Topics are refused whole (the request names no partitions): the refusal goes on the
     /// entry itself, which says nothing else.
-    fn refused_entry(key: &Key, refusal: Refusal, _parts: Vec<Self::Part>) -> Self {
+    fn refused_entry(
+        key: &Key,
+        refusal: Refusal,
+        _parts: Vec<DescribeTopicPartitionsResponsePartition>,
+    ) -> Self {
         Self::new_entry(key, Vec::new()).with_error_code(refusal.code)
     }
-}
+});
 
 fn name_str(name: &Option<kafka_protocol::messages::TopicName>) -> Option<&str> {
     name.as_ref().map(|n| &***n)
@@ -498,11 +485,16 @@ mod tests {
     fn summary(resp: &MetadataResponse) -> Vec<(String, i16, usize)> {
         resp.topics
             .iter()
-            .map(|t| {
-                let name = name_str(&t.name).unwrap_or("<none>").to_owned();
-                (name, t.error_code, t.partitions.len())
-            })
+            .map(|t| row(&t.name, t.error_code, t.partitions.len()))
             .collect()
+    }
+
+    fn row(
+        name: &Option<kafka_protocol::messages::TopicName>,
+        code: i16,
+        parts: usize,
+    ) -> (String, i16, usize) {
+        (name_str(name).unwrap_or("<none>").to_owned(), code, parts)
     }
 
     #[test]
@@ -714,10 +706,7 @@ mod tests {
     fn dtp_summary(resp: &DescribeTopicPartitionsResponse) -> Vec<(String, i16, usize)> {
         resp.topics
             .iter()
-            .map(|t| {
-                let name = name_str(&t.name).unwrap_or("<none>").to_owned();
-                (name, t.error_code, t.partitions.len())
-            })
+            .map(|t| row(&t.name, t.error_code, t.partitions.len()))
             .collect()
     }
 

@@ -109,6 +109,9 @@ pub const TABLE: &[ApiAccess] = &[
     },
 ];
 
+/// What a key's authorization comes to.
+pub(crate) type Authorized = Result<Outcome, AuthzError>;
+
 /// `None` when the api key is not this module's.
 pub(super) fn authorize(
     request: &Request<'_>,
@@ -283,6 +286,16 @@ pub(crate) fn check_topics(
             None => Some(Refusal::UNKNOWN_TOPIC_ID),
         })
         .collect()
+}
+
+/// The request's body as `parse` reads it (from the frame, the body offset and the version);
+/// what it cannot read makes the request malformed.
+pub(crate) fn parse_body<'a, T>(
+    request: &Request<'a>,
+    parse: fn(&'a [u8], usize, i16) -> Result<T, HeaderError>,
+) -> Result<T, AuthzError> {
+    let header = request.header;
+    parse(request.frame, header.body_offset, header.api_version).map_err(|e| request.malformed(e))
 }
 
 /// Resolves every topic's name (see [`TopicSpan::resolve`]).
@@ -551,6 +564,24 @@ pub(crate) fn topic_name(name: &str) -> kafka_protocol::messages::TopicName {
     kafka_protocol::protocol::StrBytes::from_string(name.to_owned()).into()
 }
 
+/// The name for an entry that has no id field: its requests name topics by name only, so an
+/// id key does not occur.
+pub(crate) fn name_of(key: &Key) -> kafka_protocol::messages::TopicName {
+    match key {
+        Key::Name(name) => topic_name(name),
+        Key::Id(_) => topic_name(""),
+    }
+}
+
+/// The key of an entry that has both a name and an id field.
+pub(crate) fn name_or_id(by_id: bool, name: &str, id: uuid::Uuid) -> Key {
+    if by_id {
+        Key::Id(id.into_bytes())
+    } else {
+        Key::Name(name.to_owned())
+    }
+}
+
 /// How a topic array's elements name their topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Naming {
@@ -627,6 +658,71 @@ pub(crate) trait TopicsResponse:
     fn topics(&mut self) -> &mut Vec<Self::Topic>;
 }
 
+/// Implements [`TopicsResponse`] for responses whose topic entries are one field.
+macro_rules! topics_response {
+    ($($response:ty => $field:ident: $topic:ty),* $(,)?) => {$(
+        impl $crate::kafka::authz::data::TopicsResponse for $response {
+            type Topic = $topic;
+            fn topics(&mut self) -> &mut Vec<$topic> {
+                &mut self.$field
+            }
+        }
+    )*};
+}
+pub(super) use topics_response;
+
+/// Implements [`TopicEntry`] from the entry's partition field and its partition index field;
+/// `refused` builds a refused partition, `key` and `new_entry` follow in braces. Entries
+/// keyed by a name field only, with their partitions in `partitions`, take one row each:
+/// `Topic[name field / its builder] => Part[index field / its builder]`, and
+/// `+ with_error_message` where refused partitions carry the refusal's message.
+macro_rules! topic_entry {
+    ($(
+        $topic:ty[$name:ident / $with_name:ident]
+            => $part:ty[$index:ident / $with_index:ident] $(+ $message:ident)?;
+    )+) => {$(
+        $crate::kafka::authz::data::topic_entry!($topic {
+            parts: partitions: $part,
+            index: $index,
+            refused: |index, refusal| <$part>::default()
+                .$with_index(index)
+                .with_error_code(refusal.code)
+                $(.$message($crate::kafka::authz::data::message(refusal)))?,
+        } {
+            fn key(&self, _by_id: bool) -> $crate::kafka::authz::data::Key {
+                $crate::kafka::authz::data::Key::Name(self.$name.to_string())
+            }
+            fn new_entry(key: &$crate::kafka::authz::data::Key, parts: Vec<$part>) -> Self {
+                Self::default()
+                    .$with_name($crate::kafka::authz::data::name_of(key))
+                    .with_partitions(parts)
+            }
+        });
+    )+};
+    (
+        $topic:ty {
+            parts: $parts:ident: $part:ty,
+            index: $index:ident,
+            refused: |$i:ident, $r:ident| $refused:expr $(,)?
+        } { $($rest:tt)* }
+    ) => {
+        impl $crate::kafka::authz::data::TopicEntry for $topic {
+            type Part = $part;
+            fn parts(&mut self) -> &mut Vec<$part> {
+                &mut self.$parts
+            }
+            fn part_index(part: &$part) -> i32 {
+                part.$index
+            }
+            fn refused_part($i: i32, $r: $crate::kafka::authz::data::Refusal) -> $part {
+                $refused
+            }
+            $($rest)*
+        }
+    };
+}
+pub(super) use topic_entry;
+
 /// The outcome for a request whose topics are answered per topic (and partition): forwarded
 /// untouched, answered by the interceptor, or spliced with the broker's answer merged.
 pub(crate) fn answer<R: TopicsResponse>(
@@ -636,7 +732,7 @@ pub(crate) fn answer<R: TopicsResponse>(
     plans: Vec<Plan>,
     flexible: bool,
     by_id: bool,
-) -> Result<Outcome, AuthzError> {
+) -> Authorized {
     let key = request.header.api_key;
     let version = request.header.api_version;
     let api = request.api_name();

@@ -10,21 +10,18 @@ use kafka_protocol::messages::{
 };
 
 use super::{
-    answer, check_topics, message, parse_topic_array, resolve_all, topic_name, Key, Naming, Plan,
-    Refusal, TopicEntry, TopicsResponse, DESCRIBE_PRODUCERS, LIST_OFFSETS, OFFSET_FOR_LEADER_EPOCH,
+    answer, check_topics, parse_topic_array, resolve_all, topic_entry, topics_response, Authorized,
+    Naming, Plan, Refusal, DESCRIBE_PRODUCERS, LIST_OFFSETS, OFFSET_FOR_LEADER_EPOCH,
 };
 use crate::{
     kafka::{
-        authz::{AuthzError, Context, Outcome, Request},
+        authz::{AuthzError, Context, Request},
         wire::Reader,
     },
     policy::{Operation, Resource, ResourceKind},
 };
 
-pub(super) fn authorize(
-    request: &Request<'_>,
-    ctx: &mut Context<'_>,
-) -> Result<Outcome, AuthzError> {
+pub(super) fn authorize(request: &Request<'_>, ctx: &mut Context<'_>) -> Authorized {
     let version = request.header.api_version;
     let frame: &[u8] = request.frame;
     let malformed = |e| request.malformed(e);
@@ -111,102 +108,18 @@ pub(super) fn authorize(
     }
 }
 
-fn name_of(key: &Key) -> kafka_protocol::messages::TopicName {
-    match key {
-        Key::Name(name) => topic_name(name),
-        Key::Id(_) => topic_name(""), // these keys name topics by name only
-    }
+topics_response! {
+    ListOffsetsResponse => topics: ListOffsetsTopicResponse,
+    OffsetForLeaderEpochResponse => topics: OffsetForLeaderTopicResult,
+    DescribeProducersResponse => topics: TopicResponse,
 }
 
-impl TopicsResponse for ListOffsetsResponse {
-    type Topic = ListOffsetsTopicResponse;
-    fn topics(&mut self) -> &mut Vec<Self::Topic> {
-        &mut self.topics
-    }
-}
-
-impl TopicEntry for ListOffsetsTopicResponse {
-    type Part = ListOffsetsPartitionResponse;
-    fn key(&self, _by_id: bool) -> Key {
-        Key::Name(self.name.to_string())
-    }
-    fn parts(&mut self) -> &mut Vec<Self::Part> {
-        &mut self.partitions
-    }
-    fn part_index(part: &Self::Part) -> i32 {
-        part.partition_index
-    }
-    fn refused_part(index: i32, refusal: Refusal) -> Self::Part {
-        ListOffsetsPartitionResponse::default()
-            .with_partition_index(index)
-            .with_error_code(refusal.code)
-    }
-    fn new_entry(key: &Key, parts: Vec<Self::Part>) -> Self {
-        Self::default()
-            .with_name(name_of(key))
-            .with_partitions(parts)
-    }
-}
-
-impl TopicsResponse for OffsetForLeaderEpochResponse {
-    type Topic = OffsetForLeaderTopicResult;
-    fn topics(&mut self) -> &mut Vec<Self::Topic> {
-        &mut self.topics
-    }
-}
-
-impl TopicEntry for OffsetForLeaderTopicResult {
-    type Part = EpochEndOffset;
-    fn key(&self, _by_id: bool) -> Key {
-        Key::Name(self.topic.to_string())
-    }
-    fn parts(&mut self) -> &mut Vec<Self::Part> {
-        &mut self.partitions
-    }
-    fn part_index(part: &Self::Part) -> i32 {
-        part.partition
-    }
-    fn refused_part(index: i32, refusal: Refusal) -> Self::Part {
-        EpochEndOffset::default()
-            .with_partition(index)
-            .with_error_code(refusal.code)
-    }
-    fn new_entry(key: &Key, parts: Vec<Self::Part>) -> Self {
-        Self::default()
-            .with_topic(name_of(key))
-            .with_partitions(parts)
-    }
-}
-
-impl TopicsResponse for DescribeProducersResponse {
-    type Topic = TopicResponse;
-    fn topics(&mut self) -> &mut Vec<Self::Topic> {
-        &mut self.topics
-    }
-}
-
-impl TopicEntry for TopicResponse {
-    type Part = PartitionResponse;
-    fn key(&self, _by_id: bool) -> Key {
-        Key::Name(self.name.to_string())
-    }
-    fn parts(&mut self) -> &mut Vec<Self::Part> {
-        &mut self.partitions
-    }
-    fn part_index(part: &Self::Part) -> i32 {
-        part.partition_index
-    }
-    fn refused_part(index: i32, refusal: Refusal) -> Self::Part {
-        PartitionResponse::default()
-            .with_partition_index(index)
-            .with_error_code(refusal.code)
-            .with_error_message(message(refusal))
-    }
-    fn new_entry(key: &Key, parts: Vec<Self::Part>) -> Self {
-        Self::default()
-            .with_name(name_of(key))
-            .with_partitions(parts)
-    }
+topic_entry! {
+    ListOffsetsTopicResponse[name / with_name]
+        => ListOffsetsPartitionResponse[partition_index / with_partition_index];
+    OffsetForLeaderTopicResult[topic / with_topic] => EpochEndOffset[partition / with_partition];
+    TopicResponse[name / with_name]
+        => PartitionResponse[partition_index / with_partition_index] + with_error_message;
 }
 
 #[cfg(test)]
@@ -219,31 +132,36 @@ mod tests {
         ApiKey, DescribeProducersRequest, ListOffsetsRequest, OffsetForLeaderEpochRequest,
     };
 
-    use super::super::test_support::*;
+    use super::super::{test_support::*, Key, TopicEntry};
     use super::*;
     use crate::kafka::authz::response::{CLUSTER_AUTHORIZATION_FAILED, TOPIC_AUTHORIZATION_FAILED};
+    use crate::kafka::authz::Outcome;
 
     /// Topics a (0, 1), secret (0) and b (2), in that order.
     const TOPICS: [(&str, &[i32]); 3] = [("a", &[0, 1]), ("secret", &[0]), ("b", &[2])];
 
-    fn list_offsets(version: i16) -> Bytes {
-        let topics = TOPICS
+    /// [`TOPICS`] as a request's topics: `entry` builds each from its name and the partitions
+    /// `part` builds.
+    fn request_topics<T, P>(entry: impl Fn(&str, Vec<P>) -> T, part: impl Fn(i32) -> P) -> Vec<T> {
+        TOPICS
             .iter()
-            .map(|(name, parts)| {
+            .map(|(name, parts)| entry(name, parts.iter().map(|&p| part(p)).collect()))
+            .collect()
+    }
+
+    fn list_offsets(version: i16) -> Bytes {
+        let topics = request_topics(
+            |name, parts| {
                 ListOffsetsTopic::default()
                     .with_name(topic(name))
-                    .with_partitions(
-                        parts
-                            .iter()
-                            .map(|&p| {
-                                ListOffsetsPartition::default()
-                                    .with_partition_index(p)
-                                    .with_timestamp(-1)
-                            })
-                            .collect(),
-                    )
-            })
-            .collect();
+                    .with_partitions(parts)
+            },
+            |p| {
+                ListOffsetsPartition::default()
+                    .with_partition_index(p)
+                    .with_timestamp(-1)
+            },
+        );
         let body = ListOffsetsRequest::default()
             .with_replica_id((-1).into())
             .with_topics(topics)
@@ -252,23 +170,18 @@ mod tests {
     }
 
     fn leader_epoch(version: i16, replica: i32) -> Bytes {
-        let topics = TOPICS
-            .iter()
-            .map(|(name, parts)| {
+        let topics = request_topics(
+            |name, parts| {
                 OffsetForLeaderTopic::default()
                     .with_topic(topic(name))
-                    .with_partitions(
-                        parts
-                            .iter()
-                            .map(|&p| {
-                                OffsetForLeaderPartition::default()
-                                    .with_partition(p)
-                                    .with_leader_epoch(3)
-                            })
-                            .collect(),
-                    )
-            })
-            .collect();
+                    .with_partitions(parts)
+            },
+            |p| {
+                OffsetForLeaderPartition::default()
+                    .with_partition(p)
+                    .with_leader_epoch(3)
+            },
+        );
         let body = OffsetForLeaderEpochRequest::default()
             .with_replica_id(replica.into())
             .with_topics(topics);
@@ -276,14 +189,14 @@ mod tests {
     }
 
     fn describe_producers() -> Bytes {
-        let topics = TOPICS
-            .iter()
-            .map(|(name, parts)| {
+        let topics = request_topics(
+            |name, parts| {
                 TopicRequest::default()
                     .with_name(topic(name))
-                    .with_partition_indexes(parts.to_vec())
-            })
-            .collect();
+                    .with_partition_indexes(parts)
+            },
+            |p| p,
+        );
         frame(
             ApiKey::DescribeProducers,
             0,

@@ -14,14 +14,15 @@ use kafka_protocol::messages::{
 };
 
 use super::{
-    keyed_plans, merge_topics, message, min_bytes, resolve_all, splice_topics, utf8, uuid, verdict,
-    ArraySpan, Checks, Key, PartSpan, Plan, Refusal, TopicEntry, TopicSpan, Verdict, PRODUCE,
+    keyed_plans, merge_topics, message, min_bytes, name_or_id, parse_body, resolve_all,
+    splice_topics, topic_entry, utf8, uuid, verdict, ArraySpan, Authorized, Checks, Key, PartSpan,
+    Plan, Refusal, TopicSpan, Verdict, PRODUCE,
 };
 use crate::{
     kafka::{
         authz::{
             response::{decode_response, encode_response},
-            AuthzError, Context, Outcome, Request,
+            Context, Outcome, Request,
         },
         wire::Reader,
         HeaderError,
@@ -99,14 +100,10 @@ fn parse(frame: &[u8], body: usize, version: i16) -> Result<Parsed<'_>, HeaderEr
     })
 }
 
-pub(super) fn authorize(
-    request: &Request<'_>,
-    ctx: &mut Context<'_>,
-) -> Result<Outcome, AuthzError> {
+pub(super) fn authorize(request: &Request<'_>, ctx: &mut Context<'_>) -> Authorized {
     let version = request.header.api_version;
     let frame: &[u8] = request.frame;
-    let parsed =
-        parse(frame, request.header.body_offset, version).map_err(|e| request.malformed(e))?;
+    let parsed = parse_body(request, parse)?;
     let check = &**ctx.check;
 
     let txn_refusal = parsed.transactional_id.and_then(|txn| {
@@ -205,41 +202,27 @@ fn slice<'a>(frame: &'a [u8], range: &Range<usize>) -> &'a [u8] {
     frame.get(range.clone()).unwrap_or_default()
 }
 
-impl TopicEntry for TopicProduceResponse {
-    type Part = PartitionProduceResponse;
-
+topic_entry!(TopicProduceResponse {
+    parts: partition_responses: PartitionProduceResponse,
+    index: index,
+    refused: |index, refusal| PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(refusal.code)
+        .with_base_offset(-1)
+        .with_error_message(message(refusal)),
+} {
     fn key(&self, by_id: bool) -> Key {
-        if by_id {
-            Key::Id(self.topic_id.into_bytes())
-        } else {
-            Key::Name(self.name.to_string())
-        }
+        name_or_id(by_id, &self.name, self.topic_id)
     }
 
-    fn parts(&mut self) -> &mut Vec<Self::Part> {
-        &mut self.partition_responses
-    }
-
-    fn part_index(part: &Self::Part) -> i32 {
-        part.index
-    }
-
-    fn refused_part(index: i32, refusal: Refusal) -> Self::Part {
-        PartitionProduceResponse::default()
-            .with_index(index)
-            .with_error_code(refusal.code)
-            .with_base_offset(-1)
-            .with_error_message(message(refusal))
-    }
-
-    fn new_entry(key: &Key, parts: Vec<Self::Part>) -> Self {
+    fn new_entry(key: &Key, parts: Vec<PartitionProduceResponse>) -> Self {
         let entry = TopicProduceResponse::default().with_partition_responses(parts);
         match key {
             Key::Name(name) => entry.with_name(super::topic_name(name)),
             Key::Id(id) => entry.with_topic_id(uuid(*id)),
         }
     }
-}
+});
 
 #[cfg(test)]
 mod tests {
@@ -258,6 +241,7 @@ mod tests {
         POLICY_VIOLATION, TOPIC_AUTHORIZATION_FAILED, TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
         UNKNOWN_TOPIC_ID,
     };
+    use crate::kafka::authz::AuthzError;
 
     const VERSIONS: [i16; 5] = [3, 8, 9, 12, 13];
 
