@@ -11,10 +11,15 @@ use kafka_protocol::messages::{
 };
 
 use super::common::{
-    owned, parsed, per_item, refusal, respond, rewrite, After, Ask, Body, Refusal,
+    checked_names, forward_or_answer, owned, parsed, per_item, refusal, refused_with_message,
+    respond, rewrite, After, Array, Ask, Body, Refusal,
 };
-use crate::kafka::authz::{AuthzError, Context, Outcome, Request};
-use crate::policy::{Operation::*, Resource};
+use crate::kafka::{
+    authz::{AuthzError, Context, Outcome, Request},
+    wire::Reader,
+    HeaderError,
+};
+use crate::policy::{Operation::*, Resource, ResourceKind};
 
 pub(super) fn find_coordinator(
     request: &Request<'_>,
@@ -109,12 +114,9 @@ pub(super) fn describe_groups(
     request: &Request<'_>,
     ctx: &mut Context<'_>,
 ) -> Result<Outcome, AuthzError> {
-    let body = Body::of(request);
-    let groups = parsed(request, || body.names(&mut body.reader(request)?, "groups"))?;
     let mut ask = Ask::new(ctx.check);
-    let refusals: Vec<_> = (groups.items.iter())
-        .map(|g| refusal(&mut ask, Describe, Resource::group(g.value)))
-        .collect();
+    let (groups, refusals) =
+        checked_names(request, &mut ask, "groups", Describe, ResourceKind::Group)?;
     let with_message = request.header.api_version >= 6;
     per_item(
         request,
@@ -159,12 +161,9 @@ pub(super) fn delete_groups(
     request: &Request<'_>,
     ctx: &mut Context<'_>,
 ) -> Result<Outcome, AuthzError> {
-    let body = Body::of(request);
-    let groups = parsed(request, || body.names(&mut body.reader(request)?, "groups"))?;
     let mut ask = Ask::new(ctx.check);
-    let refusals: Vec<_> = (groups.items.iter())
-        .map(|g| refusal(&mut ask, Delete, Resource::group(g.value)))
-        .collect();
+    let (groups, refusals) =
+        checked_names(request, &mut ask, "groups", Delete, ResourceKind::Group)?;
     per_item(
         request,
         &groups,
@@ -196,75 +195,101 @@ pub(super) fn consumer_group_heartbeat(
         body.skip_str(&mut r, "instance id")?;
         body.skip_str(&mut r, "rack id")?;
         r.i32("rebalance timeout")?;
-        let topics = body.nullable_array(&mut r, 1, "subscribed topic names", |r| {
-            body.name(r, "subscribed topic name")
-        })?;
-        Ok((group, topics))
+        Ok((group, subscribed_topics(body, &mut r)?))
     })?;
+    forward_or_answer(
+        request,
+        heartbeat_refusal(ctx, group, topics.as_ref()),
+        |refused| refused_with_message!(ConsumerGroupHeartbeatResponse, refused),
+    )
+}
+
+/// The topic names a KIP-848 or share group heartbeat subscribes to (null: unchanged).
+pub(super) fn subscribed_topics<'f>(
+    body: Body<'f>,
+    r: &mut Reader<'f>,
+) -> Result<Option<Array<&'f str>>, HeaderError> {
+    body.nullable_array(r, 1, "subscribed topic names", |r| {
+        body.name(r, "subscribed topic name")
+    })
+}
+
+/// Read on the group, then Describe on every subscribed topic: the first refusal refuses
+/// the whole heartbeat.
+pub(super) fn heartbeat_refusal(
+    ctx: &mut Context<'_>,
+    group: &str,
+    topics: Option<&Array<&str>>,
+) -> Option<Refusal> {
     let mut ask = Ask::new(ctx.check);
-    let refused = refusal(&mut ask, Consume, Resource::group(group)).or_else(|| {
+    refusal(&mut ask, Consume, Resource::group(group)).or_else(|| {
         (topics.iter().flat_map(|t| &t.items))
             .find_map(|t| refusal(&mut ask, Describe, Resource::topic(t.value)))
-    });
-    match refused {
-        None => Ok(Outcome::Forward),
-        Some(refused) => respond(
-            request,
-            &ConsumerGroupHeartbeatResponse::default()
-                .with_error_code(refused.code)
-                .with_error_message(refused.message()),
-        ),
-    }
+    })
 }
 
 pub(super) fn consumer_group_describe(
     request: &Request<'_>,
     ctx: &mut Context<'_>,
 ) -> Result<Outcome, AuthzError> {
-    let body = Body::of(request);
-    let groups = parsed(request, || {
-        body.names(&mut body.reader(request)?, "group ids")
-    })?;
     let mut ask = Ask::new(ctx.check);
-    let refusals: Vec<_> = (groups.items.iter())
-        .map(|g| refusal(&mut ask, Describe, Resource::group(g.value)))
-        .collect();
+    let (groups, refusals) = checked_names(
+        request,
+        &mut ask,
+        "group ids",
+        Describe,
+        ResourceKind::Group,
+    )?;
     per_item(
         request,
         &groups,
         &refusals,
         |&group, refused| {
-            cgd::DescribedGroup::default()
-                .with_group_id(GroupId(owned(group)))
-                .with_error_code(refused.code)
-                .with_error_message(refused.message())
+            refused_with_message!(cgd::DescribedGroup, refused).with_group_id(GroupId(owned(group)))
         },
         |answer: &mut ConsumerGroupDescribeResponse| &mut answer.groups,
-        hide_consumer_groups_with_hidden_topics(ask),
-    )
-}
-
-/// Kafka 4.0 answers TOPIC_AUTHORIZATION_FAILED for a described group whose members'
-/// assignments name a topic the client may not describe, rather than leak the topic.
-fn hide_consumer_groups_with_hidden_topics(mut ask: Ask) -> After<ConsumerGroupDescribeResponse> {
-    Some(Box::new(
-        move |answer: &mut ConsumerGroupDescribeResponse| {
-            for group in answer.groups.iter_mut().filter(|g| g.error_code == 0) {
-                let refused = (group.members.iter())
+        hide_groups_with_hidden_topics(
+            ask,
+            |answer: &mut ConsumerGroupDescribeResponse| &mut answer.groups,
+            |group| group.error_code,
+            |ask, group| {
+                (group.members.iter())
                     .flat_map(|m| {
                         (m.assignment.topic_partitions.iter())
                             .chain(&m.target_assignment.topic_partitions)
                     })
-                    .find_map(|t| hidden_topic(&mut ask, &t.topic_name));
-                if let Some(refused) = refused {
-                    *group = cgd::DescribedGroup::default()
-                        .with_group_id(group.group_id.clone())
-                        .with_error_code(refused.code)
-                        .with_error_message(refused.message());
-                }
+                    .find_map(|t| hidden_topic(ask, &t.topic_name))
+            },
+            |group, refused| {
+                refused_with_message!(cgd::DescribedGroup, refused)
+                    .with_group_id(group.group_id.clone())
+            },
+        ),
+    )
+}
+
+/// Kafka 4.0 answers TOPIC_AUTHORIZATION_FAILED for a described group (KIP-848 or share)
+/// whose members' assignments name a topic the client may not describe, rather than leak
+/// the topic: each group the broker described (error 0) for which `hidden` finds a refusal
+/// is replaced by its `refused` entry.
+pub(super) fn hide_groups_with_hidden_topics<T, G>(
+    mut ask: Ask,
+    groups: fn(&mut T) -> &mut Vec<G>,
+    error_code: fn(&G) -> i16,
+    hidden: fn(&mut Ask, &G) -> Option<Refusal>,
+    refused: fn(&G, Refusal) -> G,
+) -> After<T>
+where
+    T: 'static,
+    G: 'static,
+{
+    Some(Box::new(move |answer: &mut T| {
+        for group in groups(answer).iter_mut().filter(|g| error_code(g) == 0) {
+            if let Some(refusal) = hidden(&mut ask, group) {
+                *group = refused(group, refusal);
             }
-        },
-    ))
+        }
+    }))
 }
 
 /// The refusal to describe a topic named in a broker's answer (an empty name is a topic

@@ -11,9 +11,11 @@ use kafka_protocol::messages::{
     ProducerId, TopicName, TransactionalId,
 };
 
-use super::common::{owned, parsed, per_item, refusal, respond, rewrite, Ask, Body};
+use super::common::{
+    checked_names, forward_or_answer, owned, parsed, per_item, refusal, respond, rewrite, Ask, Body,
+};
 use crate::kafka::authz::{AuthzError, Context, Outcome, Request};
-use crate::policy::{Operation::*, Resource};
+use crate::policy::{Operation::*, Resource, ResourceKind};
 
 /// Kafka's error for the partitions of a refused AddPartitionsToTxn that were not refused
 /// themselves.
@@ -34,16 +36,12 @@ pub(super) fn init_producer_id(
         Some(id) => refusal(&mut ask, Transactions, Resource::transactional_id(id)),
         None => refusal(&mut ask, IdempotentWrite, Resource::cluster()),
     };
-    match refused {
-        None => Ok(Outcome::Forward),
-        Some(refused) => respond(
-            request,
-            &InitProducerIdResponse::default()
-                .with_error_code(refused.code)
-                .with_producer_id(ProducerId(-1))
-                .with_producer_epoch(-1),
-        ),
-    }
+    forward_or_answer(request, refused, |refused| {
+        InitProducerIdResponse::default()
+            .with_error_code(refused.code)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+    })
 }
 
 /// v0-3 (clients): Write on the transactional id, then on every topic; Kafka refuses the
@@ -55,13 +53,11 @@ pub(super) fn add_partitions_to_txn(
 ) -> Result<Outcome, AuthzError> {
     let mut ask = Ask::new(ctx.check);
     if request.header.api_version >= 4 {
-        return match refusal(&mut ask, ClusterAction, Resource::cluster()) {
-            None => Ok(Outcome::Forward),
-            Some(refused) => respond(
-                request,
-                &AddPartitionsToTxnResponse::default().with_error_code(refused.code),
-            ),
-        };
+        return forward_or_answer(
+            request,
+            refusal(&mut ask, ClusterAction, Resource::cluster()),
+            |refused| AddPartitionsToTxnResponse::default().with_error_code(refused.code),
+        );
     }
     let body = Body::of(request);
     let (id, topics) = parsed(request, || {
@@ -127,13 +123,9 @@ pub(super) fn add_offsets_to_txn(
     let mut ask = Ask::new(ctx.check);
     let refused = refusal(&mut ask, Transactions, Resource::transactional_id(id))
         .or_else(|| refusal(&mut ask, Commit, Resource::group(group)));
-    match refused {
-        None => Ok(Outcome::Forward),
-        Some(refused) => respond(
-            request,
-            &AddOffsetsToTxnResponse::default().with_error_code(refused.code),
-        ),
-    }
+    forward_or_answer(request, refused, |refused| {
+        AddOffsetsToTxnResponse::default().with_error_code(refused.code)
+    })
 }
 
 pub(super) fn end_txn(request: &Request<'_>, ctx: &mut Context<'_>) -> Result<Outcome, AuthzError> {
@@ -141,31 +133,28 @@ pub(super) fn end_txn(request: &Request<'_>, ctx: &mut Context<'_>) -> Result<Ou
     let id = parsed(request, || {
         body.name(&mut body.reader(request)?, "transactional id")
     })?;
-    match refusal(
+    let refused = refusal(
         &mut Ask::new(ctx.check),
         Transactions,
         Resource::transactional_id(id),
-    ) {
-        None => Ok(Outcome::Forward),
-        Some(refused) => respond(
-            request,
-            &EndTxnResponse::default().with_error_code(refused.code),
-        ),
-    }
+    );
+    forward_or_answer(request, refused, |refused| {
+        EndTxnResponse::default().with_error_code(refused.code)
+    })
 }
 
 pub(super) fn describe_transactions(
     request: &Request<'_>,
     ctx: &mut Context<'_>,
 ) -> Result<Outcome, AuthzError> {
-    let body = Body::of(request);
-    let ids = parsed(request, || {
-        body.names(&mut body.reader(request)?, "transactional ids")
-    })?;
     let mut ask = Ask::new(ctx.check);
-    let refusals: Vec<_> = (ids.items.iter())
-        .map(|id| refusal(&mut ask, Describe, Resource::transactional_id(id.value)))
-        .collect();
+    let (ids, refusals) = checked_names(
+        request,
+        &mut ask,
+        "transactional ids",
+        Describe,
+        ResourceKind::TransactionalId,
+    )?;
     per_item(
         request,
         &ids,
