@@ -98,6 +98,31 @@ pub(super) fn checked_names<'f>(
     Ok((names, refusals))
 }
 
+/// The outcome of a request that is only an array of names, each checked for `op` and
+/// refused ones answered with their `entry` in the answer's `list` (see [`per_item`]).
+pub(super) fn per_name<T, E>(
+    request: &Request<'_>,
+    check: &Arc<dyn AccessCheck>,
+    what: &'static str,
+    (op, kind): (Operation, ResourceKind),
+    entry: impl Fn(&str, Refusal) -> E,
+    list: fn(&mut T) -> &mut Vec<E>,
+) -> Result<Outcome, AuthzError>
+where
+    T: Default + Decodable + Encodable + 'static,
+    E: Send + 'static,
+{
+    let (names, refusals) = checked_names(request, &mut Ask::new(check), what, op, kind)?;
+    per_item(
+        request,
+        &names,
+        &refusals,
+        |name, refused| entry(name, refused),
+        list,
+        None,
+    )
+}
+
 /// Forwards a request nothing refused; otherwise the client gets `answer`, written by the
 /// interceptor.
 pub(super) fn forward_or_answer<T: Encodable>(

@@ -11,8 +11,8 @@ use kafka_protocol::messages::{
 };
 
 use super::common::{
-    checked_names, forward_or_answer, owned, parsed, per_item, refusal, refused_with_message,
-    respond, rewrite, After, Array, Ask, Body, Refusal,
+    forward_or_answer, owned, parsed, per_item, per_name, refusal, refused_with_message, respond,
+    rewrite, Array, Ask, Body, Refusal,
 };
 use crate::kafka::{
     authz::{AuthzError, Context, Outcome, Request},
@@ -114,15 +114,13 @@ pub(super) fn describe_groups(
     request: &Request<'_>,
     ctx: &mut Context<'_>,
 ) -> Result<Outcome, AuthzError> {
-    let mut ask = Ask::new(ctx.check);
-    let (groups, refusals) =
-        checked_names(request, &mut ask, "groups", Describe, ResourceKind::Group)?;
     let with_message = request.header.api_version >= 6;
-    per_item(
+    per_name(
         request,
-        &groups,
-        &refusals,
-        |&group, refused| {
+        ctx.check,
+        "groups",
+        (Describe, ResourceKind::Group),
+        |group, refused| {
             let mut entry = DescribedGroup::default()
                 .with_group_id(GroupId(owned(group)))
                 .with_error_code(refused.code);
@@ -132,7 +130,6 @@ pub(super) fn describe_groups(
             entry
         },
         |answer: &mut DescribeGroupsResponse| &mut answer.groups,
-        None,
     )
 }
 
@@ -161,20 +158,17 @@ pub(super) fn delete_groups(
     request: &Request<'_>,
     ctx: &mut Context<'_>,
 ) -> Result<Outcome, AuthzError> {
-    let mut ask = Ask::new(ctx.check);
-    let (groups, refusals) =
-        checked_names(request, &mut ask, "groups", Delete, ResourceKind::Group)?;
-    per_item(
+    per_name(
         request,
-        &groups,
-        &refusals,
-        |&group, refused| {
+        ctx.check,
+        "groups",
+        (Delete, ResourceKind::Group),
+        |group, refused| {
             DeletableGroupResult::default()
                 .with_group_id(GroupId(owned(group)))
                 .with_error_code(refused.code)
         },
         |answer: &mut DeleteGroupsResponse| &mut answer.results,
-        None,
     )
 }
 
@@ -228,68 +222,57 @@ pub(super) fn heartbeat_refusal(
     })
 }
 
+/// KIP-848 and share group describes: Describe on each group, refused ones answered in
+/// place. Kafka 4.0 answers TOPIC_AUTHORIZATION_FAILED for a described group whose members'
+/// assignments (`$assigned`: a member's assigned topics) name a topic the client may not
+/// describe, rather than leak the topic. The generated types differ only by name.
+macro_rules! describe_groups_hiding_topics {
+    ($request:expr, $ctx:expr, $answer:ty, $group:ty, $assigned:expr) => {{
+        use super::common::{checked_names, owned, per_item, refused_with_message, Ask};
+        let mut ask = Ask::new($ctx.check);
+        let (groups, refusals) = checked_names(
+            $request,
+            &mut ask,
+            "group ids",
+            crate::policy::Operation::Describe,
+            crate::policy::ResourceKind::Group,
+        )?;
+        per_item(
+            $request,
+            &groups,
+            &refusals,
+            |&group, refused| {
+                refused_with_message!($group, refused)
+                    .with_group_id(kafka_protocol::messages::GroupId(owned(group)))
+            },
+            |answer: &mut $answer| &mut answer.groups,
+            Some(Box::new(move |answer: &mut $answer| {
+                for group in answer.groups.iter_mut().filter(|g| g.error_code == 0) {
+                    let refused = (group.members.iter())
+                        .flat_map($assigned)
+                        .find_map(|t| super::groups::hidden_topic(&mut ask, &t.topic_name));
+                    if let Some(refused) = refused {
+                        *group = refused_with_message!($group, refused)
+                            .with_group_id(group.group_id.clone());
+                    }
+                }
+            })),
+        )
+    }};
+}
+pub(super) use describe_groups_hiding_topics;
+
 pub(super) fn consumer_group_describe(
     request: &Request<'_>,
     ctx: &mut Context<'_>,
 ) -> Result<Outcome, AuthzError> {
-    let mut ask = Ask::new(ctx.check);
-    let (groups, refusals) = checked_names(
+    describe_groups_hiding_topics!(
         request,
-        &mut ask,
-        "group ids",
-        Describe,
-        ResourceKind::Group,
-    )?;
-    per_item(
-        request,
-        &groups,
-        &refusals,
-        |&group, refused| {
-            refused_with_message!(cgd::DescribedGroup, refused).with_group_id(GroupId(owned(group)))
-        },
-        |answer: &mut ConsumerGroupDescribeResponse| &mut answer.groups,
-        hide_groups_with_hidden_topics(
-            ask,
-            |answer: &mut ConsumerGroupDescribeResponse| &mut answer.groups,
-            |group| group.error_code,
-            |ask, group| {
-                (group.members.iter())
-                    .flat_map(|m| {
-                        (m.assignment.topic_partitions.iter())
-                            .chain(&m.target_assignment.topic_partitions)
-                    })
-                    .find_map(|t| hidden_topic(ask, &t.topic_name))
-            },
-            |group, refused| {
-                refused_with_message!(cgd::DescribedGroup, refused)
-                    .with_group_id(group.group_id.clone())
-            },
-        ),
+        ctx,
+        ConsumerGroupDescribeResponse,
+        cgd::DescribedGroup,
+        |m| { (m.assignment.topic_partitions.iter()).chain(&m.target_assignment.topic_partitions) }
     )
-}
-
-/// Kafka 4.0 answers TOPIC_AUTHORIZATION_FAILED for a described group (KIP-848 or share)
-/// whose members' assignments name a topic the client may not describe, rather than leak
-/// the topic: each group the broker described (error 0) for which `hidden` finds a refusal
-/// is replaced by its `refused` entry.
-pub(super) fn hide_groups_with_hidden_topics<T, G>(
-    mut ask: Ask,
-    groups: fn(&mut T) -> &mut Vec<G>,
-    error_code: fn(&G) -> i16,
-    hidden: fn(&mut Ask, &G) -> Option<Refusal>,
-    refused: fn(&G, Refusal) -> G,
-) -> After<T>
-where
-    T: 'static,
-    G: 'static,
-{
-    Some(Box::new(move |answer: &mut T| {
-        for group in groups(answer).iter_mut().filter(|g| error_code(g) == 0) {
-            if let Some(refusal) = hidden(&mut ask, group) {
-                *group = refused(group, refusal);
-            }
-        }
-    }))
 }
 
 /// The refusal to describe a topic named in a broker's answer (an empty name is a topic

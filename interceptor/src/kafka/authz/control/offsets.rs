@@ -61,21 +61,30 @@ fn commit_topics<'f>(
     })
 }
 
-/// A refused topic's entry in a commit or delete answer: each of its partitions fails with
-/// `code`. The generated types differ only by name.
-macro_rules! failed_topic {
-    ($topic:ty, $partition:ty, $name:expr, $partitions:expr, $code:expr) => {
-        <$topic>::default()
-            .with_name(TopicName(owned($name)))
-            .with_partitions(
-                ($partitions.iter())
-                    .map(|&p| {
-                        <$partition>::default()
-                            .with_partition_index(p)
-                            .with_error_code($code)
-                    })
-                    .collect(),
-            )
+/// The outcome of a commit or delete whose refused topics fail, each partition with the
+/// refusal's code (see [`per_item`]). The generated types differ only by name.
+macro_rules! failing_topics {
+    ($request:expr, $topics:expr, $refusals:expr, $answer:ty, $topic:ty, $partition:ty) => {
+        per_item(
+            $request,
+            $topics,
+            $refusals,
+            |(name, partitions), refused| {
+                <$topic>::default()
+                    .with_name(TopicName(owned(name)))
+                    .with_partitions(
+                        (partitions.iter())
+                            .map(|&p| {
+                                <$partition>::default()
+                                    .with_partition_index(p)
+                                    .with_error_code(refused.code)
+                            })
+                            .collect(),
+                    )
+            },
+            |answer: &mut $answer| &mut answer.topics,
+            None,
+        )
     };
 }
 
@@ -115,21 +124,13 @@ pub(super) fn offset_commit(
     let mut ask = Ask::new(ctx.check);
     let group_refused = refusal(&mut ask, Commit, Resource::group(group));
     let refusals = topic_refusals(&mut ask, group_refused, &topics);
-    per_item(
+    failing_topics!(
         request,
         &topics,
         &refusals,
-        |(name, partitions), refused| {
-            failed_topic!(
-                OffsetCommitResponseTopic,
-                OffsetCommitResponsePartition,
-                name,
-                partitions,
-                refused.code
-            )
-        },
-        |answer: &mut OffsetCommitResponse| &mut answer.topics,
-        None,
+        OffsetCommitResponse,
+        OffsetCommitResponseTopic,
+        OffsetCommitResponsePartition
     )
 }
 
@@ -158,21 +159,13 @@ pub(super) fn txn_offset_commit(
     let above = refusal(&mut ask, Transactions, Resource::transactional_id(id))
         .or_else(|| refusal(&mut ask, Commit, Resource::group(group)));
     let refusals = topic_refusals(&mut ask, above, &topics);
-    per_item(
+    failing_topics!(
         request,
         &topics,
         &refusals,
-        |(name, partitions), refused| {
-            failed_topic!(
-                TxnOffsetCommitResponseTopic,
-                TxnOffsetCommitResponsePartition,
-                name,
-                partitions,
-                refused.code
-            )
-        },
-        |answer: &mut TxnOffsetCommitResponse| &mut answer.topics,
-        None,
+        TxnOffsetCommitResponse,
+        TxnOffsetCommitResponseTopic,
+        TxnOffsetCommitResponsePartition
     )
 }
 
@@ -202,21 +195,13 @@ pub(super) fn offset_delete(
         );
     }
     let refusals = topic_refusals(&mut ask, None, &topics);
-    per_item(
+    failing_topics!(
         request,
         &topics,
         &refusals,
-        |(name, partitions), refused| {
-            failed_topic!(
-                OffsetDeleteResponseTopic,
-                OffsetDeleteResponsePartition,
-                name,
-                partitions,
-                refused.code
-            )
-        },
-        |answer: &mut OffsetDeleteResponse| &mut answer.topics,
-        None,
+        OffsetDeleteResponse,
+        OffsetDeleteResponseTopic,
+        OffsetDeleteResponsePartition
     )
 }
 
@@ -413,25 +398,34 @@ pub(super) trait GroupOffsetsAnswer:
     fn topic_entry(name: &str, partitions: &[i32], refused: Refusal) -> Self::Topic;
 }
 
+/// The [`GroupOffsetsAnswer`] accessors: the fields share their names but for the topic's
+/// name (`$topic_name`).
+macro_rules! group_offsets_fields {
+    ($topic_name:ident) => {
+        fn groups(&mut self) -> &mut Vec<Self::Group> {
+            &mut self.groups
+        }
+
+        fn group_id(group: &Self::Group) -> &str {
+            &group.group_id
+        }
+
+        fn topics(group: &mut Self::Group) -> &mut Vec<Self::Topic> {
+            &mut group.topics
+        }
+
+        fn topic_name(topic: &Self::Topic) -> &str {
+            &topic.$topic_name
+        }
+    };
+}
+pub(super) use group_offsets_fields;
+
 impl GroupOffsetsAnswer for OffsetFetchResponse {
     type Group = OffsetFetchResponseGroup;
     type Topic = OffsetFetchResponseTopics;
 
-    fn groups(&mut self) -> &mut Vec<Self::Group> {
-        &mut self.groups
-    }
-
-    fn group_id(group: &Self::Group) -> &str {
-        &group.group_id
-    }
-
-    fn topics(group: &mut Self::Group) -> &mut Vec<Self::Topic> {
-        &mut group.topics
-    }
-
-    fn topic_name(topic: &Self::Topic) -> &str {
-        &topic.name
-    }
+    group_offsets_fields!(name);
 
     fn group_entry(name: &str, refused: Option<Refusal>, topics: Vec<Self::Topic>) -> Self::Group {
         OffsetFetchResponseGroup::default()

@@ -13,18 +13,15 @@ use kafka_protocol::messages::{
 };
 
 use super::common::{
-    checked_names, forward_or_answer, owned, parsed, per_item, refusal, refused_with_message, Ask,
-    Body, Refusal,
+    forward_or_answer, owned, parsed, refusal, refused_with_message, Ask, Body, Refusal,
 };
-use super::groups::{
-    heartbeat_refusal, hidden_topic, hide_groups_with_hidden_topics, subscribed_topics,
-};
+use super::groups::{describe_groups_hiding_topics, heartbeat_refusal, subscribed_topics};
 use super::offsets::{
-    describe_groups_and_topics, fetch_groups, fetch_topics, forwards_unchanged, FetchGroup,
-    GroupOffsetsAnswer,
+    describe_groups_and_topics, fetch_groups, fetch_topics, forwards_unchanged,
+    group_offsets_fields, FetchGroup, GroupOffsetsAnswer,
 };
 use crate::kafka::authz::{response::UNKNOWN_TOPIC_ID, AuthzError, Context, Outcome, Request};
-use crate::policy::{Operation::*, Resource, ResourceKind};
+use crate::policy::{Operation::*, Resource};
 
 pub(super) fn share_group_heartbeat(
     request: &Request<'_>,
@@ -50,36 +47,12 @@ pub(super) fn share_group_describe(
     request: &Request<'_>,
     ctx: &mut Context<'_>,
 ) -> Result<Outcome, AuthzError> {
-    let mut ask = Ask::new(ctx.check);
-    let (groups, refusals) = checked_names(
+    describe_groups_hiding_topics!(
         request,
-        &mut ask,
-        "group ids",
-        Describe,
-        ResourceKind::Group,
-    )?;
-    per_item(
-        request,
-        &groups,
-        &refusals,
-        |&group, refused| {
-            refused_with_message!(sgd::DescribedGroup, refused).with_group_id(GroupId(owned(group)))
-        },
-        |answer: &mut ShareGroupDescribeResponse| &mut answer.groups,
-        hide_groups_with_hidden_topics(
-            ask,
-            |answer: &mut ShareGroupDescribeResponse| &mut answer.groups,
-            |group| group.error_code,
-            |ask, group| {
-                (group.members.iter())
-                    .flat_map(|m| &m.assignment.topic_partitions)
-                    .find_map(|t| hidden_topic(ask, &t.topic_name))
-            },
-            |group, refused| {
-                refused_with_message!(sgd::DescribedGroup, refused)
-                    .with_group_id(group.group_id.clone())
-            },
-        ),
+        ctx,
+        ShareGroupDescribeResponse,
+        sgd::DescribedGroup,
+        |m| &m.assignment.topic_partitions
     )
 }
 
@@ -218,21 +191,7 @@ impl GroupOffsetsAnswer for DescribeShareGroupOffsetsResponse {
     type Group = DescribeShareGroupOffsetsResponseGroup;
     type Topic = DescribeShareGroupOffsetsResponseTopic;
 
-    fn groups(&mut self) -> &mut Vec<Self::Group> {
-        &mut self.groups
-    }
-
-    fn group_id(group: &Self::Group) -> &str {
-        &group.group_id
-    }
-
-    fn topics(group: &mut Self::Group) -> &mut Vec<Self::Topic> {
-        &mut group.topics
-    }
-
-    fn topic_name(topic: &Self::Topic) -> &str {
-        &topic.topic_name
-    }
+    group_offsets_fields!(topic_name);
 
     fn group_entry(name: &str, refused: Option<Refusal>, topics: Vec<Self::Topic>) -> Self::Group {
         DescribeShareGroupOffsetsResponseGroup::default()

@@ -12,9 +12,13 @@ use kafka_protocol::messages::{
 };
 
 use super::common::{
-    checked_names, forward_or_answer, owned, parsed, per_item, refusal, respond, rewrite, Ask, Body,
+    forward_or_answer, owned, parsed, per_name, refusal, respond, rewrite, Ask, Body,
 };
-use crate::kafka::authz::{AuthzError, Context, Outcome, Request};
+use crate::kafka::{
+    authz::{AuthzError, Context, Outcome, Request},
+    wire::Reader,
+    HeaderError,
+};
 use crate::policy::{Operation::*, Resource, ResourceKind};
 
 /// Kafka's error for the partitions of a refused AddPartitionsToTxn that were not refused
@@ -62,9 +66,7 @@ pub(super) fn add_partitions_to_txn(
     let body = Body::of(request);
     let (id, topics) = parsed(request, || {
         let mut r = body.reader(request)?;
-        let id = body.name(&mut r, "transactional id")?;
-        r.skip(8, "producer id")?;
-        r.i16("producer epoch")?;
+        let id = transactional_producer(body, &mut r)?;
         let topics = body.array(&mut r, 2, "topics", |r| {
             let name = body.name(r, "topic name")?;
             let partitions = body.partitions(r, "partitions")?;
@@ -106,6 +108,15 @@ pub(super) fn add_partitions_to_txn(
     )
 }
 
+/// The transactional id and producer (id and epoch, skipped) that AddPartitionsToTxn v0-3
+/// and AddOffsetsToTxn begin with.
+fn transactional_producer<'f>(body: Body<'f>, r: &mut Reader<'f>) -> Result<&'f str, HeaderError> {
+    let id = body.name(r, "transactional id")?;
+    r.skip(8, "producer id")?;
+    r.i16("producer epoch")?;
+    Ok(id)
+}
+
 /// Write on the transactional id, then Read (our `commit`) on the group whose offsets join
 /// the transaction.
 pub(super) fn add_offsets_to_txn(
@@ -115,9 +126,7 @@ pub(super) fn add_offsets_to_txn(
     let body = Body::of(request);
     let (id, group) = parsed(request, || {
         let mut r = body.reader(request)?;
-        let id = body.name(&mut r, "transactional id")?;
-        r.skip(8, "producer id")?;
-        r.i16("producer epoch")?;
+        let id = transactional_producer(body, &mut r)?;
         Ok((id, body.name(&mut r, "group id")?))
     })?;
     let mut ask = Ask::new(ctx.check);
@@ -147,25 +156,17 @@ pub(super) fn describe_transactions(
     request: &Request<'_>,
     ctx: &mut Context<'_>,
 ) -> Result<Outcome, AuthzError> {
-    let mut ask = Ask::new(ctx.check);
-    let (ids, refusals) = checked_names(
+    per_name(
         request,
-        &mut ask,
+        ctx.check,
         "transactional ids",
-        Describe,
-        ResourceKind::TransactionalId,
-    )?;
-    per_item(
-        request,
-        &ids,
-        &refusals,
-        |&id, refused| {
+        (Describe, ResourceKind::TransactionalId),
+        |id, refused| {
             TransactionState::default()
                 .with_transactional_id(TransactionalId(owned(id)))
                 .with_error_code(refused.code)
         },
         |answer: &mut DescribeTransactionsResponse| &mut answer.transaction_states,
-        None,
     )
 }
 
