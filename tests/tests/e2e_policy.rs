@@ -19,7 +19,7 @@ use std::{
     fs,
     net::{SocketAddr, TcpStream},
     os::unix::fs::PermissionsExt,
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -78,8 +78,24 @@ fn idp_clients() -> Vec<IdpClient> {
 // ---------------------------------------------------------------------------------------------
 // Policies
 
+/// Every set lets every principal produce idempotently (librdkafka's default). A macro,
+/// because `concat!` takes only literals.
+macro_rules! idempotent_producers_rule {
+    () => {
+        r#"  - name: idempotent-producers
+    effect: allow
+    subjects:
+      principals: ["*"]
+    resources:
+      cluster: true
+    operations: [idempotent-write]
+"#
+    };
+}
+
 /// Access rules: writers own `orders`, analysts read it, nobody writes `secret`.
-const ACCESS_POLICY: &str = r#"# End-to-end policy tests: access rules.
+const ACCESS_POLICY: &str = concat!(
+    r#"# End-to-end policy tests: access rules.
 description: Writers own the orders topic, analysts read it, ops read everything.
 
 rules:
@@ -123,17 +139,13 @@ rules:
       groups: ["ops-*"]
     operations: [consume, describe, commit]
 
-  - name: idempotent-producers
-    effect: allow
-    subjects:
-      principals: ["*"]
-    resources:
-      cluster: true
-    operations: [idempotent-write]
-"#;
+"#,
+    idempotent_producers_rule!()
+);
 
 /// Access for the blocking tests: ops may do everything, writers write `secure.*`.
-const ADMIN_POLICY: &str = r#"# End-to-end policy tests: who may administer and write.
+const ADMIN_POLICY: &str = concat!(
+    r#"# End-to-end policy tests: who may administer and write.
 description: Ops administer everything; writers write the secure topics.
 
 rules:
@@ -156,14 +168,9 @@ rules:
       topics: ["secure.*"]
     operations: [produce, describe]
 
-  - name: idempotent-producers
-    effect: allow
-    subjects:
-      principals: ["*"]
-    resources:
-      cluster: true
-    operations: [idempotent-write]
-"#;
+"#,
+    idempotent_producers_rule!()
+);
 
 const BLOCKING_POLICY: &str = r#"# End-to-end policy tests: blocking rules.
 description: An immutable topic, forbidden content and a record size limit.
@@ -185,8 +192,14 @@ blocking:
     max_record_bytes: 16 KiB
 "#;
 
-/// The reload tests' set before the edit: analysts read `orders`.
-const RELOAD_BEFORE: &str = r#"# End-to-end policy tests: the set before the edit.
+/// The reload tests' sets, before and after the edit: writers own `orders`, and the analysts'
+/// rule is what the edit changes. A macro, because `concat!` takes only literals.
+macro_rules! reload_set {
+    ($title:literal, $analysts_rule:literal, $analysts_operations:literal) => {
+        concat!(
+            "# End-to-end policy tests: ",
+            $title,
+            r#"
 rules:
   - name: writers-orders
     effect: allow
@@ -196,52 +209,36 @@ rules:
       topics: [orders]
     operations: [produce, consume, describe]
 
-  - name: analysts-read-orders
+  - name: "#,
+            $analysts_rule,
+            r#"
     effect: allow
     subjects:
       groups: [analysts]
     resources:
       topics: [orders]
       groups: ["analysts-*"]
-    operations: [consume, describe, commit]
+    operations: "#,
+            $analysts_operations,
+            "\n\n",
+            idempotent_producers_rule!()
+        )
+    };
+}
 
-  - name: idempotent-producers
-    effect: allow
-    subjects:
-      principals: ["*"]
-    resources:
-      cluster: true
-    operations: [idempotent-write]
-"#;
+/// Before the edit: analysts read `orders`.
+const RELOAD_BEFORE: &str = reload_set!(
+    "the set before the edit.",
+    "analysts-read-orders",
+    "[consume, describe, commit]"
+);
 
 /// After the edit: analysts may still see `orders` (metadata keeps working), not read it.
-const RELOAD_AFTER: &str = r#"# End-to-end policy tests: the set after the edit (analysts lost consume).
-rules:
-  - name: writers-orders
-    effect: allow
-    subjects:
-      groups: [writers]
-    resources:
-      topics: [orders]
-    operations: [produce, consume, describe]
-
-  - name: analysts-see-orders
-    effect: allow
-    subjects:
-      groups: [analysts]
-    resources:
-      topics: [orders]
-      groups: ["analysts-*"]
-    operations: [describe]
-
-  - name: idempotent-producers
-    effect: allow
-    subjects:
-      principals: ["*"]
-    resources:
-      cluster: true
-    operations: [idempotent-write]
-"#;
+const RELOAD_AFTER: &str = reload_set!(
+    "the set after the edit (analysts lost consume).",
+    "analysts-see-orders",
+    "[describe]"
+);
 
 /// A typo'd key (line 6, column 7): the whole set must be refused.
 const BROKEN_POLICY: &str = r#"# A typo: this file must be refused and the set in force kept.
@@ -286,16 +283,7 @@ fn stack(name: &str, policy_files: &[(&str, &str)]) -> Stack {
         &idp_clients(),
     )
     .unwrap_or_else(|e| panic!("idp: {e:#}"));
-    let secrets = work.join("secrets.toml");
-    fs::write(
-        &secrets,
-        format!(
-            "username = \"{}\"\npassword = \"{}\"\n",
-            user.name, user.password
-        ),
-    )
-    .expect("writing the broker secrets");
-    fs::set_permissions(&secrets, fs::Permissions::from_mode(0o600)).expect("chmod secrets");
+    let secrets = write_secrets(&work, &user);
     let policies = work.join("policies");
     fs::create_dir_all(&policies).expect("policy dir");
     for (file, text) in policy_files {
@@ -304,14 +292,7 @@ fn stack(name: &str, policy_files: &[(&str, &str)]) -> Stack {
     let config = DaemonConfig::kafka(&[broker])
         .listener_settings("sasl_mechanisms = [\"OAUTHBEARER\"]\n")
         .policy_dir(&policies)
-        .extra(&format!(
-            "[identity]\nclock_skew_secs = 1\njwks_min_refetch_secs = 1\n\
-             [[identity.issuer]]\nissuer = \"{}\"\naudiences = [\"{}\"]\n\
-             [upstream_auth]\nmechanism = \"scram-sha-256\"\nsecrets_file = \"{}\"\n",
-            idp.issuer(),
-            interceptor_e2e::idp::AUDIENCE,
-            secrets.display()
-        ));
+        .extra(&identity_settings(&idp, &secrets));
     let daemon = start_interceptor(&ns, &work, &config.body())
         .unwrap_or_else(|e| panic!("starting the daemon: {e:#}"));
     Stack {
@@ -322,6 +303,33 @@ fn stack(name: &str, policy_files: &[(&str, &str)]) -> Stack {
         work,
         ns,
     }
+}
+
+/// The daemon's login to the broker, in a file only its owner may read.
+fn write_secrets(work: &WorkDir, user: &BrokerUser) -> PathBuf {
+    let secrets = work.join("secrets.toml");
+    let text = format!(
+        "username = \"{}\"\npassword = \"{}\"\n",
+        user.name, user.password
+    );
+    fs::write(&secrets, text).expect("writing the broker secrets");
+    fs::set_permissions(&secrets, fs::Permissions::from_mode(0o600)).expect("chmod secrets");
+    secrets
+}
+
+/// The daemon's OIDC issuer (this stack's provider, with short clock skew and JWKS refetch
+/// intervals so tests need not wait) and its SCRAM login to the broker.
+fn identity_settings(idp: &Idp, secrets: &Path) -> String {
+    let issuer = format!(
+        "[[identity.issuer]]\nissuer = \"{}\"\naudiences = [\"{}\"]\n",
+        idp.issuer(),
+        interceptor_e2e::idp::AUDIENCE
+    );
+    let upstream = format!(
+        "[upstream_auth]\nmechanism = \"scram-sha-256\"\nsecrets_file = \"{}\"\n",
+        secrets.display()
+    );
+    format!("[identity]\nclock_skew_secs = 1\njwks_min_refetch_secs = 1\n{issuer}{upstream}")
 }
 
 impl Stack {
@@ -366,26 +374,78 @@ impl Stack {
         self.client(lib, who, "probe-produce", &args)
     }
 
+    /// probe-consume of `topic`, its partitions assigned or not, in `group` if one is given:
+    /// at most `count` records within `timeout` seconds.
+    fn consume(
+        &self,
+        lib: Lib,
+        who: &Who,
+        topic: &str,
+        (assign, group): (bool, Option<&str>),
+        (count, timeout): (&str, &str),
+        extra: &[&str],
+    ) -> Value {
+        let mut args = vec!["--topic", topic];
+        if assign {
+            args.push("--assign");
+        }
+        if let Some(group) = group {
+            args.extend(["--group", group]);
+        }
+        args.extend(["--count", count]);
+        args.extend(extra);
+        args.extend(["--timeout", timeout]);
+        self.client(lib, who, "probe-consume", &args)
+    }
+
     /// Everything ops can read of `topic` now (assigned partitions, from the beginning), for
     /// at most `expect` records or 10 s: its keys and high watermarks.
     fn read_all(&self, topic: &str, expect: usize) -> Value {
         let count = expect.to_string();
-        self.client(
+        self.consume(
             Lib::Confluent,
             &OPS,
-            "probe-consume",
-            &[
-                "--topic",
-                topic,
-                "--assign",
-                "--group",
-                "ops-check",
-                "--count",
-                &count,
-                "--timeout",
-                "10",
-            ],
+            topic,
+            (true, Some("ops-check")),
+            (&count, "10"),
+            &[],
         )
+    }
+
+    /// Asserts `topic` holds `total` records, among them `count` keyed `seed:…` for each
+    /// (seed, count) of `seeds`; what was read.
+    fn assert_stored(&self, topic: &str, total: u64, seeds: &[(&str, usize)]) -> Value {
+        let read = self.read_all(topic, total as usize);
+        assert_eq!(watermark_sum(&read), total, "{read}");
+        for &(seed, count) in seeds {
+            assert_eq!(keys_of(&read, seed).len(), count, "{seed}: {read}");
+        }
+        read
+    }
+
+    /// Asserts `topic` still holds the `before` records it had.
+    fn assert_unchanged(&self, topic: &str, before: u64) {
+        assert_eq!(
+            watermark_sum(&self.read_all(topic, 0)),
+            before,
+            "{topic} is unchanged"
+        );
+    }
+
+    /// Waits up to 5 s for a status `ready` accepts.
+    fn wait_status(&self, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
+        wait_until(Duration::from_secs(5), what, || {
+            let st = self.status();
+            ready(&st).then_some(st)
+        })
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", self.daemon.log_tail(40)))
+    }
+
+    /// The policy_reload audit event with this outcome.
+    fn reload_event(&self, outcome: &str) -> Value {
+        self.audit(&format!("policy_reload {outcome}"), |e| {
+            e["event"] == "policy_reload" && e["outcome"] == outcome
+        })
     }
 
     fn status(&self) -> Value {
@@ -491,6 +551,28 @@ fn keys_of(v: &Value, seed: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Asserts a probe-consume summary ends with the refusal `code`, reported by the library
+/// under its own name for that code.
+fn assert_consume_refused(lib: Lib, v: &Value, code: i64) {
+    assert_eq!(v["refusal"]["code"], code, "{}: {v}", lib.name());
+    assert_eq!(v["refusal"]["name"], error_name(lib, code), "{v}");
+}
+
+/// The version of the policy set a status reports.
+fn policy_version(status: &Value) -> String {
+    status["policy"]["version"]
+        .as_str()
+        .unwrap_or_else(|| panic!("status has no policy.version: {status}"))
+        .to_owned()
+}
+
+/// Whether a status reports no errors from the last policy load.
+fn no_policy_errors(status: &Value) -> bool {
+    status["policy"]["last_errors"]
+        .as_array()
+        .is_none_or(Vec::is_empty)
+}
+
 fn watermark_sum(v: &Value) -> u64 {
     v["high_watermarks"]
         .as_object()
@@ -571,13 +653,8 @@ mod raw {
     }
 
     /// A Produce request writing `batch` to partition 0 of each topic, in this order.
-    pub fn produce(correlation_id: i32, acks: i16, parts: &[(&str, Bytes)]) -> Vec<u8> {
-        let header = RequestHeader::default()
-            .with_request_api_key(ApiKey::Produce as i16)
-            .with_request_api_version(PRODUCE_VERSION)
-            .with_correlation_id(correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)));
-        let request = ProduceRequest::default()
+    fn produce_request(acks: i16, parts: &[(&str, Bytes)]) -> ProduceRequest {
+        ProduceRequest::default()
             .with_acks(acks)
             .with_timeout_ms(10_000)
             .with_topic_data(
@@ -591,14 +668,28 @@ mod raw {
                                 .with_records(Some(batch.clone()))])
                     })
                     .collect(),
-            );
+            )
+    }
+
+    /// One request, framed, with the raw client id.
+    fn request_frame<Req: Encodable + HeaderVersion>(
+        api_key: ApiKey,
+        version: i16,
+        correlation_id: i32,
+        request: &Req,
+    ) -> Vec<u8> {
+        let header = RequestHeader::default()
+            .with_request_api_key(api_key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)));
         let mut buf = BytesMut::new();
         header
-            .encode(&mut buf, ProduceRequest::header_version(PRODUCE_VERSION))
+            .encode(&mut buf, Req::header_version(version))
             .expect("encoding the request header");
         request
-            .encode(&mut buf, PRODUCE_VERSION)
-            .expect("encoding the Produce request");
+            .encode(&mut buf, version)
+            .unwrap_or_else(|e| panic!("encoding the {api_key:?} request: {e}"));
         wire::frame(&buf)
     }
 
@@ -614,20 +705,8 @@ mod raw {
         Req: Encodable + HeaderVersion,
         Resp: Decodable + HeaderVersion,
     {
-        let header = RequestHeader::default()
-            .with_request_api_key(api_key as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)));
-        let mut buf = BytesMut::new();
-        header
-            .encode(&mut buf, Req::header_version(version))
-            .expect("encoding the request header");
-        request
-            .encode(&mut buf, version)
-            .expect("encoding the request");
         stream
-            .write_all(&wire::frame(&buf))
+            .write_all(&request_frame(api_key, version, correlation_id, request))
             .unwrap_or_else(|e| panic!("sending {api_key:?}: {e}"));
         let body = wire::read_frame(stream)
             .unwrap_or_else(|e| panic!("reading the {api_key:?} response: {e}"));
@@ -681,20 +760,13 @@ mod raw {
         acks: i16,
         parts: &[(&str, Bytes)],
     ) -> Vec<(String, i16)> {
-        stream
-            .write_all(&produce(correlation_id, acks, parts))
-            .expect("sending Produce");
-        let body = wire::read_frame(stream).expect("reading the Produce response");
-        let mut buf = Bytes::from(body);
-        let header =
-            ResponseHeader::decode(&mut buf, ProduceResponse::header_version(PRODUCE_VERSION))
-                .expect("decoding the response header");
-        assert_eq!(
-            header.correlation_id, correlation_id,
-            "response to another request"
+        let response: ProduceResponse = round_trip(
+            stream,
+            ApiKey::Produce,
+            PRODUCE_VERSION,
+            correlation_id,
+            &produce_request(acks, parts),
         );
-        let response =
-            ProduceResponse::decode(&mut buf, PRODUCE_VERSION).expect("decoding ProduceResponse");
         response
             .responses
             .iter()
@@ -708,8 +780,14 @@ mod raw {
 
     /// Sends a Produce request with acks=0: the broker answers nothing.
     pub fn produce_no_ack(stream: &mut TcpStream, correlation_id: i32, parts: &[(&str, Bytes)]) {
+        let request = produce_request(0, parts);
         stream
-            .write_all(&produce(correlation_id, 0, parts))
+            .write_all(&request_frame(
+                ApiKey::Produce,
+                PRODUCE_VERSION,
+                correlation_id,
+                &request,
+            ))
             .expect("sending Produce acks=0");
     }
 }
@@ -727,10 +805,7 @@ fn access_rules_decide_per_identity_topic_and_group() {
         return;
     }
     let s = stack("pol-access", &[("10-orders.yaml", ACCESS_POLICY)]);
-    let version = s.status()["policy"]["version"]
-        .as_str()
-        .expect("status has policy.version")
-        .to_owned();
+    let version = policy_version(&s.status());
     assert!(
         version.starts_with("sha256:"),
         "a loaded set's version: {version}"
@@ -740,19 +815,13 @@ fn access_rules_decide_per_identity_topic_and_group() {
     // analyst (who may read orders).
     let v = s.produce(Lib::Confluent, &WRITER, "orders", "w1", &["--count", "20"]);
     assert_delivered(&v, "orders", 20);
-    let read = s.client(
+    let read = s.consume(
         Lib::KafkaPython,
         &WRITER,
-        "probe-consume",
-        &[
-            "--topic",
-            "orders",
-            "--assign",
-            "--count",
-            "20",
-            "--timeout",
-            "30",
-        ],
+        "orders",
+        (true, None),
+        ("20", "30"),
+        &[],
     );
     assert_eq!(
         keys_of(&read, "w1").len(),
@@ -760,21 +829,13 @@ fn access_rules_decide_per_identity_topic_and_group() {
         "the writer reads its records: {read}"
     );
     assert!(read["refusal"].is_null(), "{read}");
-    let read = s.client(
+    let read = s.consume(
         Lib::Confluent,
         &ANALYST,
-        "probe-consume",
-        &[
-            "--topic",
-            "orders",
-            "--assign",
-            "--group",
-            "analysts-read",
-            "--count",
-            "20",
-            "--timeout",
-            "30",
-        ],
+        "orders",
+        (true, Some("analysts-read")),
+        ("20", "30"),
+        &[],
     );
     assert_eq!(
         keys_of(&read, "w1").len(),
@@ -833,15 +894,8 @@ fn access_rules_decide_per_identity_topic_and_group() {
         assert_delivered(&v, "orders", 5);
         assert_refused(lib, &v, "secret", 5, 29);
     }
-    let read = s.read_all("orders", 30);
-    assert_eq!(watermark_sum(&read), 30, "{read}");
-    assert_eq!(keys_of(&read, "mx-kp").len(), 5, "{read}");
-    assert_eq!(keys_of(&read, "mx-ck").len(), 5, "{read}");
-    assert_eq!(
-        watermark_sum(&s.read_all("secret", 0)),
-        secret_before,
-        "secret is unchanged"
-    );
+    s.assert_stored("orders", 30, &[("mx-kp", 5), ("mx-ck", 5)]);
+    s.assert_unchanged("secret", secret_before);
     // The kafka-python request really carried both topics: one correlation id, both decisions.
     let events = s.daemon.audit_events();
     let produce_decisions = |decision: &str, topic: &str| -> Vec<(u64, i64)> {
@@ -878,35 +932,21 @@ fn access_rules_decide_per_identity_topic_and_group() {
         "partition errors in request order\n{}",
         s.daemon.log_tail(30)
     );
-    let read = s.read_all("orders", 33);
-    assert_eq!(watermark_sum(&read), 33, "{read}");
-    assert_eq!(keys_of(&read, "raw-mx").len(), 3, "{read}");
-    assert_eq!(
-        watermark_sum(&s.read_all("secret", 0)),
-        secret_before,
-        "secret is unchanged"
-    );
+    s.assert_stored("orders", 33, &[("raw-mx", 3)]);
+    s.assert_unchanged("secret", secret_before);
 
     // 3. A consumer group the identity may not use: refused at once, not after the timeout.
     for lib in [Lib::Confluent, Lib::KafkaPython] {
         let started = Instant::now();
-        let v = s.client(
+        let v = s.consume(
             lib,
             &ANALYST,
-            "probe-consume",
-            &[
-                "--topic",
-                "orders",
-                "--group",
-                "writers-app",
-                "--count",
-                "1",
-                "--timeout",
-                "60",
-            ],
+            "orders",
+            (false, Some("writers-app")),
+            ("1", "60"),
+            &[],
         );
-        assert_eq!(v["refusal"]["code"], 30, "{}: {v}", lib.name());
-        assert_eq!(v["refusal"]["name"], error_name(lib, 30), "{v}");
+        assert_consume_refused(lib, &v, 30);
         let after = v["refusal_after"].as_f64().unwrap_or(f64::MAX);
         assert!(
             after < 20.0,
@@ -936,14 +976,8 @@ fn access_rules_decide_per_identity_topic_and_group() {
     );
     // acks=0: the client counts a record delivered once it is sent.
     assert_eq!(v["topics"]["orders"]["delivered"], 5, "{v}");
-    let read = s.read_all("orders", 38);
-    assert_eq!(watermark_sum(&read), 38, "{read}");
-    assert_eq!(keys_of(&read, "ack0").len(), 5, "{read}");
-    assert_eq!(
-        watermark_sum(&s.read_all("secret", 0)),
-        secret_before,
-        "secret is unchanged"
-    );
+    s.assert_stored("orders", 38, &[("ack0", 5)]);
+    s.assert_unchanged("secret", secret_before);
     s.audit("the acks=0 produce", |e| {
         is_decision(e, "deny", "secret")
             && e["api"] == "Produce"
@@ -976,14 +1010,8 @@ fn access_rules_decide_per_identity_topic_and_group() {
             && e["client_id"] == raw::CLIENT_ID
             && e["correlation_id"] == 10
     });
-    let read = s.read_all("orders", 40);
-    assert_eq!(watermark_sum(&read), 40, "{read}");
-    assert_eq!(keys_of(&read, "raw-ack0").len(), 2, "{read}");
-    assert_eq!(
-        watermark_sum(&s.read_all("secret", 0)),
-        secret_before,
-        "secret is unchanged"
-    );
+    s.assert_stored("orders", 40, &[("raw-ack0", 2)]);
+    s.assert_unchanged("secret", secret_before);
 }
 
 #[test]
@@ -1118,22 +1146,12 @@ fn policy_changes_apply_to_running_sessions_and_broken_sets_are_refused() {
     }
     let s = stack("pol-reload", &[("10-orders.yaml", RELOAD_BEFORE)]);
     let before = s.status();
-    let v1 = before["policy"]["version"]
-        .as_str()
-        .expect("version")
-        .to_owned();
+    let v1 = policy_version(&before);
     assert_eq!(before["policy"]["generation"], 1, "{before}");
 
     // 6. A broken file: refused whole, the old set stays in force.
     fs::write(s.policies.join("99-broken.yaml"), BROKEN_POLICY).expect("writing the broken file");
-    let status = wait_until(Duration::from_secs(5), "the broken set refused", || {
-        let st = s.status();
-        let refused = st["policy"]["last_errors"]
-            .as_array()
-            .is_some_and(|errors| !errors.is_empty());
-        refused.then_some(st)
-    })
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", s.daemon.log_tail(40)));
+    let status = s.wait_status("the broken set refused", |st| !no_policy_errors(st));
     assert_eq!(status["policy"]["version"], v1.as_str(), "{status}");
     assert_eq!(status["policy"]["generation"], 1, "{status}");
     let errors = status["policy"]["last_errors"].to_string();
@@ -1146,9 +1164,7 @@ fn policy_changes_apply_to_running_sessions_and_broken_sets_are_refused() {
         "the log names {BROKEN_AT}\n{}",
         s.daemon.log_tail(40)
     );
-    let rejected = s.audit("policy_reload rejected", |e| {
-        e["event"] == "policy_reload" && e["outcome"] == "rejected"
-    });
+    let rejected = s.reload_event("rejected");
     assert_eq!(
         rejected["version"],
         v1.as_str(),
@@ -1176,14 +1192,7 @@ fn policy_changes_apply_to_running_sessions_and_broken_sets_are_refused() {
 
     // The file removed: the same set as before, errors cleared, no new generation.
     fs::remove_file(s.policies.join("99-broken.yaml")).expect("removing the broken file");
-    let status = wait_until(Duration::from_secs(5), "the errors cleared", || {
-        let st = s.status();
-        let clear = st["policy"]["last_errors"]
-            .as_array()
-            .is_none_or(Vec::is_empty);
-        clear.then_some(st)
-    })
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", s.daemon.log_tail(40)));
+    let status = s.wait_status("the errors cleared", no_policy_errors);
     assert_eq!(status["policy"]["version"], v1.as_str(), "{status}");
     assert_eq!(status["policy"]["generation"], 1, "{status}");
 
@@ -1207,24 +1216,13 @@ fn policy_changes_apply_to_running_sessions_and_broken_sets_are_refused() {
                     let s = &s;
                     move || {
                         let progress = progress.to_str().expect("utf-8 path").to_owned();
-                        let v = s.client(
+                        let v = s.consume(
                             lib,
                             &ANALYST,
-                            "probe-consume",
-                            &[
-                                "--topic",
-                                "orders",
-                                "--assign",
-                                "--group",
-                                "analysts-live",
-                                "--count",
-                                "15",
-                                "--until-error",
-                                "--timeout",
-                                "60",
-                                "--progress-file",
-                                &progress,
-                            ],
+                            "orders",
+                            (true, Some("analysts-live")),
+                            ("15", "60"),
+                            &["--until-error", "--progress-file", &progress],
                         );
                         (lib, v)
                     }
@@ -1257,8 +1255,7 @@ fn policy_changes_apply_to_running_sessions_and_broken_sets_are_refused() {
         .expect("lock")
         .expect("the edit happened");
     for (lib, v) in &results {
-        assert_eq!(v["refusal"]["code"], 29, "{}: {v}", lib.name());
-        assert_eq!(v["refusal"]["name"], error_name(*lib, 29), "{v}");
+        assert_consume_refused(*lib, v, 29);
         let after = v["refused_at"].as_f64().unwrap_or(f64::MAX) - edited_at;
         assert!(
             after < 5.0,
@@ -1268,21 +1265,11 @@ fn policy_changes_apply_to_running_sessions_and_broken_sets_are_refused() {
         assert!(v["consumed"].as_u64().is_some_and(|n| n >= 15), "{v}");
     }
     let after = s.status();
-    let v2 = after["policy"]["version"]
-        .as_str()
-        .expect("version")
-        .to_owned();
+    let v2 = policy_version(&after);
     assert_ne!(v2, v1, "a new version: {after}");
     assert_eq!(after["policy"]["generation"], 2, "{after}");
-    assert!(
-        after["policy"]["last_errors"]
-            .as_array()
-            .is_none_or(Vec::is_empty),
-        "{after}"
-    );
-    let loaded = s.audit("policy_reload loaded", |e| {
-        e["event"] == "policy_reload" && e["outcome"] == "loaded"
-    });
+    assert!(no_policy_errors(&after), "{after}");
+    let loaded = s.reload_event("loaded");
     assert_eq!(loaded["version"], v2.as_str(), "{loaded}");
     assert_eq!(loaded["previous_version"], v1.as_str(), "{loaded}");
     let deny = s.audit("the analyst's fetch under the new set", |e| {

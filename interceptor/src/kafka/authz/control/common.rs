@@ -72,6 +72,82 @@ pub(super) fn refusal(ask: &mut Ask, op: Operation, resource: Resource<'_>) -> O
     Refusal::of(ask.check(op, resource), resource.kind)
 }
 
+/// A request that is only an array of names (`what`), each checked for `op`: the names and
+/// their refusals, in order.
+pub(super) fn checked_names<'f>(
+    request: &Request<'f>,
+    ask: &mut Ask,
+    what: &'static str,
+    op: Operation,
+    kind: ResourceKind,
+) -> Result<(Array<&'f str>, Vec<Option<Refusal>>), AuthzError> {
+    let body = Body::of(request);
+    let names = parsed(request, || body.names(&mut body.reader(request)?, what))?;
+    let refusals = (names.items.iter())
+        .map(|name| {
+            refusal(
+                ask,
+                op,
+                Resource {
+                    kind,
+                    name: name.value,
+                },
+            )
+        })
+        .collect();
+    Ok((names, refusals))
+}
+
+/// The outcome of a request that is only an array of names, each checked for `op` and
+/// refused ones answered with their `entry` in the answer's `list` (see [`per_item`]).
+pub(super) fn per_name<T, E>(
+    request: &Request<'_>,
+    check: &Arc<dyn AccessCheck>,
+    what: &'static str,
+    (op, kind): (Operation, ResourceKind),
+    entry: impl Fn(&str, Refusal) -> E,
+    list: fn(&mut T) -> &mut Vec<E>,
+) -> Result<Outcome, AuthzError>
+where
+    T: Default + Decodable + Encodable + 'static,
+    E: Send + 'static,
+{
+    let (names, refusals) = checked_names(request, &mut Ask::new(check), what, op, kind)?;
+    per_item(
+        request,
+        &names,
+        &refusals,
+        |name, refused| entry(name, refused),
+        list,
+        None,
+    )
+}
+
+/// Forwards a request nothing refused; otherwise the client gets `answer`, written by the
+/// interceptor.
+pub(super) fn forward_or_answer<T: Encodable>(
+    request: &Request<'_>,
+    refused: Option<Refusal>,
+    answer: impl FnOnce(Refusal) -> T,
+) -> Result<Outcome, AuthzError> {
+    match refused {
+        None => Ok(Outcome::Forward),
+        Some(refused) => respond(request, &answer(refused)),
+    }
+}
+
+/// `$answer` (a response or an entry of one) carrying a [`Refusal`]'s code and message: the
+/// generated types share these builders but no trait.
+macro_rules! refused_with_message {
+    ($answer:ty, $refused:expr) => {{
+        let refused = $refused;
+        <$answer>::default()
+            .with_error_code(refused.code)
+            .with_error_message(refused.message())
+    }};
+}
+pub(super) use refused_with_message;
+
 pub(super) fn owned(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_owned())
 }

@@ -11,10 +11,15 @@ use kafka_protocol::messages::{
 };
 
 use super::common::{
-    owned, parsed, per_item, refusal, respond, rewrite, After, Ask, Body, Refusal,
+    forward_or_answer, owned, parsed, per_item, per_name, refusal, refused_with_message, respond,
+    rewrite, Array, Ask, Body, Refusal,
 };
-use crate::kafka::authz::{AuthzError, Context, Outcome, Request};
-use crate::policy::{Operation::*, Resource};
+use crate::kafka::{
+    authz::{AuthzError, Context, Outcome, Request},
+    wire::Reader,
+    HeaderError,
+};
+use crate::policy::{Operation::*, Resource, ResourceKind};
 
 pub(super) fn find_coordinator(
     request: &Request<'_>,
@@ -109,18 +114,13 @@ pub(super) fn describe_groups(
     request: &Request<'_>,
     ctx: &mut Context<'_>,
 ) -> Result<Outcome, AuthzError> {
-    let body = Body::of(request);
-    let groups = parsed(request, || body.names(&mut body.reader(request)?, "groups"))?;
-    let mut ask = Ask::new(ctx.check);
-    let refusals: Vec<_> = (groups.items.iter())
-        .map(|g| refusal(&mut ask, Describe, Resource::group(g.value)))
-        .collect();
     let with_message = request.header.api_version >= 6;
-    per_item(
+    per_name(
         request,
-        &groups,
-        &refusals,
-        |&group, refused| {
+        ctx.check,
+        "groups",
+        (Describe, ResourceKind::Group),
+        |group, refused| {
             let mut entry = DescribedGroup::default()
                 .with_group_id(GroupId(owned(group)))
                 .with_error_code(refused.code);
@@ -130,7 +130,6 @@ pub(super) fn describe_groups(
             entry
         },
         |answer: &mut DescribeGroupsResponse| &mut answer.groups,
-        None,
     )
 }
 
@@ -159,23 +158,17 @@ pub(super) fn delete_groups(
     request: &Request<'_>,
     ctx: &mut Context<'_>,
 ) -> Result<Outcome, AuthzError> {
-    let body = Body::of(request);
-    let groups = parsed(request, || body.names(&mut body.reader(request)?, "groups"))?;
-    let mut ask = Ask::new(ctx.check);
-    let refusals: Vec<_> = (groups.items.iter())
-        .map(|g| refusal(&mut ask, Delete, Resource::group(g.value)))
-        .collect();
-    per_item(
+    per_name(
         request,
-        &groups,
-        &refusals,
-        |&group, refused| {
+        ctx.check,
+        "groups",
+        (Delete, ResourceKind::Group),
+        |group, refused| {
             DeletableGroupResult::default()
                 .with_group_id(GroupId(owned(group)))
                 .with_error_code(refused.code)
         },
         |answer: &mut DeleteGroupsResponse| &mut answer.results,
-        None,
     )
 }
 
@@ -196,75 +189,90 @@ pub(super) fn consumer_group_heartbeat(
         body.skip_str(&mut r, "instance id")?;
         body.skip_str(&mut r, "rack id")?;
         r.i32("rebalance timeout")?;
-        let topics = body.nullable_array(&mut r, 1, "subscribed topic names", |r| {
-            body.name(r, "subscribed topic name")
-        })?;
-        Ok((group, topics))
+        Ok((group, subscribed_topics(body, &mut r)?))
     })?;
+    forward_or_answer(
+        request,
+        heartbeat_refusal(ctx, group, topics.as_ref()),
+        |refused| refused_with_message!(ConsumerGroupHeartbeatResponse, refused),
+    )
+}
+
+/// The topic names a KIP-848 or share group heartbeat subscribes to (null: unchanged).
+pub(super) fn subscribed_topics<'f>(
+    body: Body<'f>,
+    r: &mut Reader<'f>,
+) -> Result<Option<Array<&'f str>>, HeaderError> {
+    body.nullable_array(r, 1, "subscribed topic names", |r| {
+        body.name(r, "subscribed topic name")
+    })
+}
+
+/// Read on the group, then Describe on every subscribed topic: the first refusal refuses
+/// the whole heartbeat.
+pub(super) fn heartbeat_refusal(
+    ctx: &mut Context<'_>,
+    group: &str,
+    topics: Option<&Array<&str>>,
+) -> Option<Refusal> {
     let mut ask = Ask::new(ctx.check);
-    let refused = refusal(&mut ask, Consume, Resource::group(group)).or_else(|| {
+    refusal(&mut ask, Consume, Resource::group(group)).or_else(|| {
         (topics.iter().flat_map(|t| &t.items))
             .find_map(|t| refusal(&mut ask, Describe, Resource::topic(t.value)))
-    });
-    match refused {
-        None => Ok(Outcome::Forward),
-        Some(refused) => respond(
-            request,
-            &ConsumerGroupHeartbeatResponse::default()
-                .with_error_code(refused.code)
-                .with_error_message(refused.message()),
-        ),
-    }
+    })
 }
+
+/// KIP-848 and share group describes: Describe on each group, refused ones answered in
+/// place. Kafka 4.0 answers TOPIC_AUTHORIZATION_FAILED for a described group whose members'
+/// assignments (`$assigned`: a member's assigned topics) name a topic the client may not
+/// describe, rather than leak the topic. The generated types differ only by name.
+macro_rules! describe_groups_hiding_topics {
+    ($request:expr, $ctx:expr, $answer:ty, $group:ty, $assigned:expr) => {{
+        use super::common::{checked_names, owned, per_item, refused_with_message, Ask};
+        let mut ask = Ask::new($ctx.check);
+        let (groups, refusals) = checked_names(
+            $request,
+            &mut ask,
+            "group ids",
+            crate::policy::Operation::Describe,
+            crate::policy::ResourceKind::Group,
+        )?;
+        per_item(
+            $request,
+            &groups,
+            &refusals,
+            |&group, refused| {
+                refused_with_message!($group, refused)
+                    .with_group_id(kafka_protocol::messages::GroupId(owned(group)))
+            },
+            |answer: &mut $answer| &mut answer.groups,
+            Some(Box::new(move |answer: &mut $answer| {
+                for group in answer.groups.iter_mut().filter(|g| g.error_code == 0) {
+                    let refused = (group.members.iter())
+                        .flat_map($assigned)
+                        .find_map(|t| super::groups::hidden_topic(&mut ask, &t.topic_name));
+                    if let Some(refused) = refused {
+                        *group = refused_with_message!($group, refused)
+                            .with_group_id(group.group_id.clone());
+                    }
+                }
+            })),
+        )
+    }};
+}
+pub(super) use describe_groups_hiding_topics;
 
 pub(super) fn consumer_group_describe(
     request: &Request<'_>,
     ctx: &mut Context<'_>,
 ) -> Result<Outcome, AuthzError> {
-    let body = Body::of(request);
-    let groups = parsed(request, || {
-        body.names(&mut body.reader(request)?, "group ids")
-    })?;
-    let mut ask = Ask::new(ctx.check);
-    let refusals: Vec<_> = (groups.items.iter())
-        .map(|g| refusal(&mut ask, Describe, Resource::group(g.value)))
-        .collect();
-    per_item(
+    describe_groups_hiding_topics!(
         request,
-        &groups,
-        &refusals,
-        |&group, refused| {
-            cgd::DescribedGroup::default()
-                .with_group_id(GroupId(owned(group)))
-                .with_error_code(refused.code)
-                .with_error_message(refused.message())
-        },
-        |answer: &mut ConsumerGroupDescribeResponse| &mut answer.groups,
-        hide_consumer_groups_with_hidden_topics(ask),
+        ctx,
+        ConsumerGroupDescribeResponse,
+        cgd::DescribedGroup,
+        |m| { (m.assignment.topic_partitions.iter()).chain(&m.target_assignment.topic_partitions) }
     )
-}
-
-/// Kafka 4.0 answers TOPIC_AUTHORIZATION_FAILED for a described group whose members'
-/// assignments name a topic the client may not describe, rather than leak the topic.
-fn hide_consumer_groups_with_hidden_topics(mut ask: Ask) -> After<ConsumerGroupDescribeResponse> {
-    Some(Box::new(
-        move |answer: &mut ConsumerGroupDescribeResponse| {
-            for group in answer.groups.iter_mut().filter(|g| g.error_code == 0) {
-                let refused = (group.members.iter())
-                    .flat_map(|m| {
-                        (m.assignment.topic_partitions.iter())
-                            .chain(&m.target_assignment.topic_partitions)
-                    })
-                    .find_map(|t| hidden_topic(&mut ask, &t.topic_name));
-                if let Some(refused) = refused {
-                    *group = cgd::DescribedGroup::default()
-                        .with_group_id(group.group_id.clone())
-                        .with_error_code(refused.code)
-                        .with_error_message(refused.message());
-                }
-            }
-        },
-    ))
 }
 
 /// The refusal to describe a topic named in a broker's answer (an empty name is a topic

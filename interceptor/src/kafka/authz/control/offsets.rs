@@ -17,6 +17,7 @@ use kafka_protocol::messages::{
     },
     GroupId, TopicName,
 };
+use kafka_protocol::protocol::{Decodable, Encodable};
 
 use super::common::{
     forward_part, insert_at, owned, parsed, per_item, refusal, respond, rewrite, whole, Array, Ask,
@@ -60,6 +61,33 @@ fn commit_topics<'f>(
     })
 }
 
+/// The outcome of a commit or delete whose refused topics fail, each partition with the
+/// refusal's code (see [`per_item`]). The generated types differ only by name.
+macro_rules! failing_topics {
+    ($request:expr, $topics:expr, $refusals:expr, $answer:ty, $topic:ty, $partition:ty) => {
+        per_item(
+            $request,
+            $topics,
+            $refusals,
+            |(name, partitions), refused| {
+                <$topic>::default()
+                    .with_name(TopicName(owned(name)))
+                    .with_partitions(
+                        (partitions.iter())
+                            .map(|&p| {
+                                <$partition>::default()
+                                    .with_partition_index(p)
+                                    .with_error_code(refused.code)
+                            })
+                            .collect(),
+                    )
+            },
+            |answer: &mut $answer| &mut answer.topics,
+            None,
+        )
+    };
+}
+
 /// Refusals per topic: every topic gets the group's (or transactional id's) refusal if there
 /// is one, else its own for `consume`.
 fn topic_refusals(
@@ -96,25 +124,13 @@ pub(super) fn offset_commit(
     let mut ask = Ask::new(ctx.check);
     let group_refused = refusal(&mut ask, Commit, Resource::group(group));
     let refusals = topic_refusals(&mut ask, group_refused, &topics);
-    per_item(
+    failing_topics!(
         request,
         &topics,
         &refusals,
-        |(name, partitions), refused| {
-            OffsetCommitResponseTopic::default()
-                .with_name(TopicName(owned(name)))
-                .with_partitions(
-                    (partitions.iter())
-                        .map(|&p| {
-                            OffsetCommitResponsePartition::default()
-                                .with_partition_index(p)
-                                .with_error_code(refused.code)
-                        })
-                        .collect(),
-                )
-        },
-        |answer: &mut OffsetCommitResponse| &mut answer.topics,
-        None,
+        OffsetCommitResponse,
+        OffsetCommitResponseTopic,
+        OffsetCommitResponsePartition
     )
 }
 
@@ -143,25 +159,13 @@ pub(super) fn txn_offset_commit(
     let above = refusal(&mut ask, Transactions, Resource::transactional_id(id))
         .or_else(|| refusal(&mut ask, Commit, Resource::group(group)));
     let refusals = topic_refusals(&mut ask, above, &topics);
-    per_item(
+    failing_topics!(
         request,
         &topics,
         &refusals,
-        |(name, partitions), refused| {
-            TxnOffsetCommitResponseTopic::default()
-                .with_name(TopicName(owned(name)))
-                .with_partitions(
-                    (partitions.iter())
-                        .map(|&p| {
-                            TxnOffsetCommitResponsePartition::default()
-                                .with_partition_index(p)
-                                .with_error_code(refused.code)
-                        })
-                        .collect(),
-                )
-        },
-        |answer: &mut TxnOffsetCommitResponse| &mut answer.topics,
-        None,
+        TxnOffsetCommitResponse,
+        TxnOffsetCommitResponseTopic,
+        TxnOffsetCommitResponsePartition
     )
 }
 
@@ -191,25 +195,13 @@ pub(super) fn offset_delete(
         );
     }
     let refusals = topic_refusals(&mut ask, None, &topics);
-    per_item(
+    failing_topics!(
         request,
         &topics,
         &refusals,
-        |(name, partitions), refused| {
-            OffsetDeleteResponseTopic::default()
-                .with_name(TopicName(owned(name)))
-                .with_partitions(
-                    (partitions.iter())
-                        .map(|&p| {
-                            OffsetDeleteResponsePartition::default()
-                                .with_partition_index(p)
-                                .with_error_code(refused.code)
-                        })
-                        .collect(),
-                )
-        },
-        |answer: &mut OffsetDeleteResponse| &mut answer.topics,
-        None,
+        OffsetDeleteResponse,
+        OffsetDeleteResponseTopic,
+        OffsetDeleteResponsePartition
     )
 }
 
@@ -290,14 +282,13 @@ pub(super) fn offset_fetch(
     })?;
     let mut ask = Ask::new(ctx.check);
     let decisions = describe_groups_and_topics(&mut ask, &groups);
-    let all_topics = groups.items.iter().any(|g| g.value.topics.is_none());
-    if !decisions.iter().any(GroupDecision::changes_request) && !all_topics {
+    if forwards_unchanged(&groups, &decisions) {
         return Ok(Outcome::Forward);
     }
     if version <= 7 {
         fetch_one_group(request, ask, &groups, &decisions)
     } else {
-        fetch_groups(request, ask, &groups, &decisions)
+        fetch_groups::<OffsetFetchResponse>(request, ask, &groups, &decisions)
     }
 }
 
@@ -390,17 +381,93 @@ fn fetch_one_group(
     )
 }
 
-/// What the merge does to one forwarded group of an OffsetFetch v8+.
-struct KeptGroup {
+/// An answer of committed offsets per group and topic (OffsetFetch v8+ and
+/// DescribeShareGroupOffsets): the generated types differ only by name.
+pub(super) trait GroupOffsetsAnswer:
+    Default + Decodable + Encodable + Send + 'static
+{
+    type Group: Send + 'static;
+    type Topic: Send + 'static;
+    fn groups(&mut self) -> &mut Vec<Self::Group>;
+    fn group_id(group: &Self::Group) -> &str;
+    fn topics(group: &mut Self::Group) -> &mut Vec<Self::Topic>;
+    fn topic_name(topic: &Self::Topic) -> &str;
+    /// A group the interceptor answers: refused, or with only refused topics.
+    fn group_entry(name: &str, refused: Option<Refusal>, topics: Vec<Self::Topic>) -> Self::Group;
+    /// A refused topic: each of its partitions fails.
+    fn topic_entry(name: &str, partitions: &[i32], refused: Refusal) -> Self::Topic;
+}
+
+/// The [`GroupOffsetsAnswer`] accessors: the fields share their names but for the topic's
+/// name (`$topic_name`).
+macro_rules! group_offsets_fields {
+    ($topic_name:ident) => {
+        fn groups(&mut self) -> &mut Vec<Self::Group> {
+            &mut self.groups
+        }
+
+        fn group_id(group: &Self::Group) -> &str {
+            &group.group_id
+        }
+
+        fn topics(group: &mut Self::Group) -> &mut Vec<Self::Topic> {
+            &mut group.topics
+        }
+
+        fn topic_name(topic: &Self::Topic) -> &str {
+            &topic.$topic_name
+        }
+    };
+}
+pub(super) use group_offsets_fields;
+
+impl GroupOffsetsAnswer for OffsetFetchResponse {
+    type Group = OffsetFetchResponseGroup;
+    type Topic = OffsetFetchResponseTopics;
+
+    group_offsets_fields!(name);
+
+    fn group_entry(name: &str, refused: Option<Refusal>, topics: Vec<Self::Topic>) -> Self::Group {
+        OffsetFetchResponseGroup::default()
+            .with_group_id(GroupId(owned(name)))
+            .with_error_code(refused.map_or(0, |r| r.code))
+            .with_topics(topics)
+    }
+
+    fn topic_entry(name: &str, partitions: &[i32], refused: Refusal) -> Self::Topic {
+        OffsetFetchResponseTopics::default()
+            .with_name(TopicName(owned(name)))
+            .with_partitions(
+                partitions
+                    .iter()
+                    .map(|&p| fetch_partitions(p, refused.code))
+                    .collect(),
+            )
+    }
+}
+
+/// Whether the request can be forwarded as it is, its answer untouched: nothing refused,
+/// and no group asking for all its topics (whose answer must be filtered).
+pub(super) fn forwards_unchanged(
+    groups: &Array<FetchGroup<'_>>,
+    decisions: &[GroupDecision],
+) -> bool {
+    let all_topics = groups.items.iter().any(|g| g.value.topics.is_none());
+    !decisions.iter().any(GroupDecision::changes_request) && !all_topics
+}
+
+/// What the merge does to one forwarded group.
+struct KeptGroup<T> {
     name: String,
     /// Refused topics' entries, at their request positions.
-    refused: Vec<(usize, OffsetFetchResponseTopics)>,
+    refused: Vec<(usize, T)>,
     /// The group asked for all its topics: keep those the client may describe.
     filter: bool,
 }
 
-/// v8+: many groups; refused groups get their error, refused topics their partitions'.
-fn fetch_groups(
+/// Many groups (OffsetFetch v8+, DescribeShareGroupOffsets); refused groups get their error,
+/// refused topics their partitions'.
+pub(super) fn fetch_groups<R: GroupOffsetsAnswer>(
     request: &Request<'_>,
     mut ask: Ask,
     groups: &Array<FetchGroup<'_>>,
@@ -410,35 +477,19 @@ fn fetch_groups(
     let mut kept = Vec::new();
     for (at, (group, decision)) in groups.items.iter().zip(decisions).enumerate() {
         let group = &group.value;
-        let topic_entries = (group.topics.iter().flat_map(|t| t.items.iter()))
+        let topic_entries: Vec<_> = (group.topics.iter().flat_map(|t| t.items.iter()))
             .zip(&decision.topics)
             .enumerate()
             .filter_map(|(at, (topic, refused))| {
                 let (name, partitions) = &topic.value;
-                refused.map(|r| {
-                    let entry = OffsetFetchResponseTopics::default()
-                        .with_name(TopicName(owned(name)))
-                        .with_partitions(
-                            partitions
-                                .iter()
-                                .map(|&p| fetch_partitions(p, r.code))
-                                .collect(),
-                        );
-                    (at, entry)
-                })
+                refused.map(|r| (at, R::topic_entry(name, partitions, r)))
             })
-            .collect::<Vec<_>>();
-        let entry = |code: i16, topics| {
-            OffsetFetchResponseGroup::default()
-                .with_group_id(GroupId(owned(group.name)))
-                .with_error_code(code)
-                .with_topics(topics)
-        };
-        if let Some(refused) = decision.refused {
-            answered.push((at, entry(refused.code, Vec::new())));
+            .collect();
+        if decision.refused.is_some() {
+            answered.push((at, R::group_entry(group.name, decision.refused, Vec::new())));
         } else if !decision.forwards(group) {
             let topics = topic_entries.into_iter().map(|(_, t)| t).collect();
-            answered.push((at, entry(0, topics)));
+            answered.push((at, R::group_entry(group.name, None, topics)));
         } else {
             kept.push(KeptGroup {
                 name: group.name.to_owned(),
@@ -448,25 +499,26 @@ fn fetch_groups(
         }
     }
     if kept.is_empty() {
-        let answer = OffsetFetchResponse::default()
-            .with_groups(answered.into_iter().map(|(_, g)| g).collect());
+        let mut answer = R::default();
+        answer.groups().extend(answered.into_iter().map(|(_, g)| g));
         return respond(request, &answer);
     }
-    let merge = move |answer: &mut OffsetFetchResponse| {
+    let merge = move |answer: &mut R| {
         let mut from = 0;
         for group in kept {
-            let found = (answer.groups.iter_mut().enumerate().skip(from))
-                .find(|(_, g)| **g.group_id == *group.name);
+            let found = (answer.groups().iter_mut().enumerate().skip(from))
+                .find(|(_, g)| R::group_id(g) == group.name);
             let Some((at, entry)) = found else { continue };
             from = at + 1;
             if group.filter {
-                entry
-                    .topics
-                    .retain(|t| ask.check(Describe, Resource::topic(&t.name)).is_allowed());
+                R::topics(entry).retain(|t| {
+                    ask.check(Describe, Resource::topic(R::topic_name(t)))
+                        .is_allowed()
+                });
             }
-            insert_at(&mut entry.topics, group.refused);
+            insert_at(R::topics(entry), group.refused);
         }
-        insert_at(&mut answer.groups, answered);
+        insert_at(answer.groups(), answered);
     };
     if !decisions.iter().any(GroupDecision::changes_request) {
         return Ok(Outcome::FilterResponse(rewrite(request, merge)));

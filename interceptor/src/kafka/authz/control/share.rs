@@ -13,11 +13,13 @@ use kafka_protocol::messages::{
 };
 
 use super::common::{
-    forward_part, insert_at, owned, parsed, per_item, refusal, respond, rewrite, After, Ask, Body,
-    Refusal,
+    forward_or_answer, owned, parsed, refusal, refused_with_message, Ask, Body, Refusal,
 };
-use super::groups::hidden_topic;
-use super::offsets::{describe_groups_and_topics, fetch_topics, splice_groups, FetchGroup};
+use super::groups::{describe_groups_hiding_topics, heartbeat_refusal, subscribed_topics};
+use super::offsets::{
+    describe_groups_and_topics, fetch_groups, fetch_topics, forwards_unchanged,
+    group_offsets_fields, FetchGroup, GroupOffsetsAnswer,
+};
 use crate::kafka::authz::{response::UNKNOWN_TOPIC_ID, AuthzError, Context, Outcome, Request};
 use crate::policy::{Operation::*, Resource};
 
@@ -32,70 +34,26 @@ pub(super) fn share_group_heartbeat(
         body.skip_str(&mut r, "member id")?;
         r.i32("member epoch")?;
         body.skip_str(&mut r, "rack id")?;
-        let topics = body.nullable_array(&mut r, 1, "subscribed topic names", |r| {
-            body.name(r, "subscribed topic name")
-        })?;
-        Ok((group, topics))
+        Ok((group, subscribed_topics(body, &mut r)?))
     })?;
-    let mut ask = Ask::new(ctx.check);
-    let refused = refusal(&mut ask, Consume, Resource::group(group)).or_else(|| {
-        (topics.iter().flat_map(|t| &t.items))
-            .find_map(|t| refusal(&mut ask, Describe, Resource::topic(t.value)))
-    });
-    match refused {
-        None => Ok(Outcome::Forward),
-        Some(refused) => respond(
-            request,
-            &ShareGroupHeartbeatResponse::default()
-                .with_error_code(refused.code)
-                .with_error_message(refused.message()),
-        ),
-    }
+    forward_or_answer(
+        request,
+        heartbeat_refusal(ctx, group, topics.as_ref()),
+        |refused| refused_with_message!(ShareGroupHeartbeatResponse, refused),
+    )
 }
 
 pub(super) fn share_group_describe(
     request: &Request<'_>,
     ctx: &mut Context<'_>,
 ) -> Result<Outcome, AuthzError> {
-    let body = Body::of(request);
-    let groups = parsed(request, || {
-        body.names(&mut body.reader(request)?, "group ids")
-    })?;
-    let mut ask = Ask::new(ctx.check);
-    let refusals: Vec<_> = (groups.items.iter())
-        .map(|g| refusal(&mut ask, Describe, Resource::group(g.value)))
-        .collect();
-    per_item(
+    describe_groups_hiding_topics!(
         request,
-        &groups,
-        &refusals,
-        |&group, refused| {
-            sgd::DescribedGroup::default()
-                .with_group_id(GroupId(owned(group)))
-                .with_error_code(refused.code)
-                .with_error_message(refused.message())
-        },
-        |answer: &mut ShareGroupDescribeResponse| &mut answer.groups,
-        hide_share_groups_with_hidden_topics(ask),
+        ctx,
+        ShareGroupDescribeResponse,
+        sgd::DescribedGroup,
+        |m| &m.assignment.topic_partitions
     )
-}
-
-/// As for consumer groups: a described group whose assignments name a topic the client may
-/// not describe answers TOPIC_AUTHORIZATION_FAILED.
-fn hide_share_groups_with_hidden_topics(mut ask: Ask) -> After<ShareGroupDescribeResponse> {
-    Some(Box::new(move |answer: &mut ShareGroupDescribeResponse| {
-        for group in answer.groups.iter_mut().filter(|g| g.error_code == 0) {
-            let refused = (group.members.iter())
-                .flat_map(|m| &m.assignment.topic_partitions)
-                .find_map(|t| hidden_topic(&mut ask, &t.topic_name));
-            if let Some(refused) = refused {
-                *group = sgd::DescribedGroup::default()
-                    .with_group_id(group.group_id.clone())
-                    .with_error_code(refused.code)
-                    .with_error_message(refused.message());
-            }
-        }
-    }))
 }
 
 /// ShareFetch and ShareAcknowledge: Read on the group, Read on every topic (named by id).
@@ -153,23 +111,14 @@ pub(super) fn share_fetch_or_acknowledge(
             Some(name) => refusal(&mut ask, Consume, Resource::topic(&name)),
         };
     }
-    let Some(refused) = refused else {
-        return Ok(Outcome::Forward);
-    };
     if fetch {
-        respond(
-            request,
-            &ShareFetchResponse::default()
-                .with_error_code(refused.code)
-                .with_error_message(refused.message()),
-        )
+        forward_or_answer(request, refused, |refused| {
+            refused_with_message!(ShareFetchResponse, refused)
+        })
     } else {
-        respond(
-            request,
-            &ShareAcknowledgeResponse::default()
-                .with_error_code(refused.code)
-                .with_error_message(refused.message()),
-        )
+        forward_or_answer(request, refused, |refused| {
+            refused_with_message!(ShareAcknowledgeResponse, refused)
+        })
     }
 }
 
@@ -203,28 +152,15 @@ pub(super) fn alter_or_delete_share_group_offsets(
     let refused = refusal(&mut ask, group_op, Resource::group(group)).or_else(|| {
         (topics.items.iter()).find_map(|t| refusal(&mut ask, Consume, Resource::topic(t.value)))
     });
-    match refused {
-        None => Ok(Outcome::Forward),
-        Some(refused) if alter => respond(
-            request,
-            &AlterShareGroupOffsetsResponse::default()
-                .with_error_code(refused.code)
-                .with_error_message(refused.message()),
-        ),
-        Some(refused) => respond(
-            request,
-            &DeleteShareGroupOffsetsResponse::default()
-                .with_error_code(refused.code)
-                .with_error_message(refused.message()),
-        ),
+    if alter {
+        forward_or_answer(request, refused, |refused| {
+            refused_with_message!(AlterShareGroupOffsetsResponse, refused)
+        })
+    } else {
+        forward_or_answer(request, refused, |refused| {
+            refused_with_message!(DeleteShareGroupOffsetsResponse, refused)
+        })
     }
-}
-
-/// What the merge does to one forwarded group.
-struct KeptGroup {
-    name: String,
-    refused: Vec<(usize, DescribeShareGroupOffsetsResponseTopic)>,
-    filter: bool,
 }
 
 /// Like OffsetFetch v8+: Describe on each group and each named topic, refused ones answered
@@ -245,92 +181,40 @@ pub(super) fn describe_share_group_offsets(
     })?;
     let mut ask = Ask::new(ctx.check);
     let decisions = describe_groups_and_topics(&mut ask, &groups);
-    let changes = decisions.iter().any(|d| d.changes_request());
-    let all_topics = groups.items.iter().any(|g| g.value.topics.is_none());
-    if !changes && !all_topics {
+    if forwards_unchanged(&groups, &decisions) {
         return Ok(Outcome::Forward);
     }
-    let mut answered = Vec::new();
-    let mut kept = Vec::new();
-    for (at, (group, decision)) in groups.items.iter().zip(&decisions).enumerate() {
-        let group = &group.value;
-        let topic_entries: Vec<_> = (group.topics.iter().flat_map(|t| t.items.iter()))
-            .zip(&decision.topics)
-            .enumerate()
-            .filter_map(|(at, (topic, refused))| {
-                let (name, partitions) = &topic.value;
-                refused.map(|r| (at, topic_entry(name, partitions, r)))
-            })
-            .collect();
-        let entry = |refused: Option<Refusal>, topics| {
-            DescribeShareGroupOffsetsResponseGroup::default()
-                .with_group_id(GroupId(owned(group.name)))
-                .with_error_code(refused.map_or(0, |r| r.code))
-                .with_error_message(refused.and_then(Refusal::message))
-                .with_topics(topics)
-        };
-        if decision.refused.is_some() {
-            answered.push((at, entry(decision.refused, Vec::new())));
-        } else if !decision.forwards(group) {
-            let topics = topic_entries.into_iter().map(|(_, t)| t).collect();
-            answered.push((at, entry(None, topics)));
-        } else {
-            kept.push(KeptGroup {
-                name: group.name.to_owned(),
-                refused: topic_entries,
-                filter: group.topics.is_none(),
-            });
-        }
-    }
-    if kept.is_empty() {
-        let answer = DescribeShareGroupOffsetsResponse::default()
-            .with_groups(answered.into_iter().map(|(_, g)| g).collect());
-        return respond(request, &answer);
-    }
-    let merge = move |answer: &mut DescribeShareGroupOffsetsResponse| {
-        let mut from = 0;
-        for group in kept {
-            let found = (answer.groups.iter_mut().enumerate().skip(from))
-                .find(|(_, g)| **g.group_id == *group.name);
-            let Some((at, entry)) = found else { continue };
-            from = at + 1;
-            if group.filter {
-                entry.topics.retain(|t| {
-                    ask.check(Describe, Resource::topic(&t.topic_name))
-                        .is_allowed()
-                });
-            }
-            insert_at(&mut entry.topics, group.refused);
-        }
-        insert_at(&mut answer.groups, answered);
-    };
-    if !changes {
-        return Ok(Outcome::FilterResponse(rewrite(request, merge)));
-    }
-    Ok(forward_part(
-        request,
-        splice_groups(request, &groups, &decisions),
-        merge,
-    ))
+    fetch_groups::<DescribeShareGroupOffsetsResponse>(request, ask, &groups, &decisions)
 }
 
-fn topic_entry(
-    name: &str,
-    partitions: &[i32],
-    refused: Refusal,
-) -> DescribeShareGroupOffsetsResponseTopic {
-    DescribeShareGroupOffsetsResponseTopic::default()
-        .with_topic_name(TopicName(owned(name)))
-        .with_partitions(
-            (partitions.iter())
-                .map(|&p| {
-                    DescribeShareGroupOffsetsResponsePartition::default()
-                        .with_partition_index(p)
-                        .with_start_offset(-1)
-                        .with_leader_epoch(-1)
-                        .with_error_code(refused.code)
-                        .with_error_message(refused.message())
-                })
-                .collect(),
-        )
+impl GroupOffsetsAnswer for DescribeShareGroupOffsetsResponse {
+    type Group = DescribeShareGroupOffsetsResponseGroup;
+    type Topic = DescribeShareGroupOffsetsResponseTopic;
+
+    group_offsets_fields!(topic_name);
+
+    fn group_entry(name: &str, refused: Option<Refusal>, topics: Vec<Self::Topic>) -> Self::Group {
+        DescribeShareGroupOffsetsResponseGroup::default()
+            .with_group_id(GroupId(owned(name)))
+            .with_error_code(refused.map_or(0, |r| r.code))
+            .with_error_message(refused.and_then(Refusal::message))
+            .with_topics(topics)
+    }
+
+    fn topic_entry(name: &str, partitions: &[i32], refused: Refusal) -> Self::Topic {
+        DescribeShareGroupOffsetsResponseTopic::default()
+            .with_topic_name(TopicName(owned(name)))
+            .with_partitions(
+                (partitions.iter())
+                    .map(|&p| {
+                        DescribeShareGroupOffsetsResponsePartition::default()
+                            .with_partition_index(p)
+                            .with_start_offset(-1)
+                            .with_leader_epoch(-1)
+                            .with_error_code(refused.code)
+                            .with_error_message(refused.message())
+                    })
+                    .collect(),
+            )
+    }
 }

@@ -11,9 +11,15 @@ use kafka_protocol::messages::{
     ProducerId, TopicName, TransactionalId,
 };
 
-use super::common::{owned, parsed, per_item, refusal, respond, rewrite, Ask, Body};
-use crate::kafka::authz::{AuthzError, Context, Outcome, Request};
-use crate::policy::{Operation::*, Resource};
+use super::common::{
+    forward_or_answer, owned, parsed, per_name, refusal, respond, rewrite, Ask, Body,
+};
+use crate::kafka::{
+    authz::{AuthzError, Context, Outcome, Request},
+    wire::Reader,
+    HeaderError,
+};
+use crate::policy::{Operation::*, Resource, ResourceKind};
 
 /// Kafka's error for the partitions of a refused AddPartitionsToTxn that were not refused
 /// themselves.
@@ -34,16 +40,12 @@ pub(super) fn init_producer_id(
         Some(id) => refusal(&mut ask, Transactions, Resource::transactional_id(id)),
         None => refusal(&mut ask, IdempotentWrite, Resource::cluster()),
     };
-    match refused {
-        None => Ok(Outcome::Forward),
-        Some(refused) => respond(
-            request,
-            &InitProducerIdResponse::default()
-                .with_error_code(refused.code)
-                .with_producer_id(ProducerId(-1))
-                .with_producer_epoch(-1),
-        ),
-    }
+    forward_or_answer(request, refused, |refused| {
+        InitProducerIdResponse::default()
+            .with_error_code(refused.code)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+    })
 }
 
 /// v0-3 (clients): Write on the transactional id, then on every topic; Kafka refuses the
@@ -55,20 +57,16 @@ pub(super) fn add_partitions_to_txn(
 ) -> Result<Outcome, AuthzError> {
     let mut ask = Ask::new(ctx.check);
     if request.header.api_version >= 4 {
-        return match refusal(&mut ask, ClusterAction, Resource::cluster()) {
-            None => Ok(Outcome::Forward),
-            Some(refused) => respond(
-                request,
-                &AddPartitionsToTxnResponse::default().with_error_code(refused.code),
-            ),
-        };
+        return forward_or_answer(
+            request,
+            refusal(&mut ask, ClusterAction, Resource::cluster()),
+            |refused| AddPartitionsToTxnResponse::default().with_error_code(refused.code),
+        );
     }
     let body = Body::of(request);
     let (id, topics) = parsed(request, || {
         let mut r = body.reader(request)?;
-        let id = body.name(&mut r, "transactional id")?;
-        r.skip(8, "producer id")?;
-        r.i16("producer epoch")?;
+        let id = transactional_producer(body, &mut r)?;
         let topics = body.array(&mut r, 2, "topics", |r| {
             let name = body.name(r, "topic name")?;
             let partitions = body.partitions(r, "partitions")?;
@@ -110,6 +108,15 @@ pub(super) fn add_partitions_to_txn(
     )
 }
 
+/// The transactional id and producer (id and epoch, skipped) that AddPartitionsToTxn v0-3
+/// and AddOffsetsToTxn begin with.
+fn transactional_producer<'f>(body: Body<'f>, r: &mut Reader<'f>) -> Result<&'f str, HeaderError> {
+    let id = body.name(r, "transactional id")?;
+    r.skip(8, "producer id")?;
+    r.i16("producer epoch")?;
+    Ok(id)
+}
+
 /// Write on the transactional id, then Read (our `commit`) on the group whose offsets join
 /// the transaction.
 pub(super) fn add_offsets_to_txn(
@@ -119,21 +126,15 @@ pub(super) fn add_offsets_to_txn(
     let body = Body::of(request);
     let (id, group) = parsed(request, || {
         let mut r = body.reader(request)?;
-        let id = body.name(&mut r, "transactional id")?;
-        r.skip(8, "producer id")?;
-        r.i16("producer epoch")?;
+        let id = transactional_producer(body, &mut r)?;
         Ok((id, body.name(&mut r, "group id")?))
     })?;
     let mut ask = Ask::new(ctx.check);
     let refused = refusal(&mut ask, Transactions, Resource::transactional_id(id))
         .or_else(|| refusal(&mut ask, Commit, Resource::group(group)));
-    match refused {
-        None => Ok(Outcome::Forward),
-        Some(refused) => respond(
-            request,
-            &AddOffsetsToTxnResponse::default().with_error_code(refused.code),
-        ),
-    }
+    forward_or_answer(request, refused, |refused| {
+        AddOffsetsToTxnResponse::default().with_error_code(refused.code)
+    })
 }
 
 pub(super) fn end_txn(request: &Request<'_>, ctx: &mut Context<'_>) -> Result<Outcome, AuthzError> {
@@ -141,42 +142,31 @@ pub(super) fn end_txn(request: &Request<'_>, ctx: &mut Context<'_>) -> Result<Ou
     let id = parsed(request, || {
         body.name(&mut body.reader(request)?, "transactional id")
     })?;
-    match refusal(
+    let refused = refusal(
         &mut Ask::new(ctx.check),
         Transactions,
         Resource::transactional_id(id),
-    ) {
-        None => Ok(Outcome::Forward),
-        Some(refused) => respond(
-            request,
-            &EndTxnResponse::default().with_error_code(refused.code),
-        ),
-    }
+    );
+    forward_or_answer(request, refused, |refused| {
+        EndTxnResponse::default().with_error_code(refused.code)
+    })
 }
 
 pub(super) fn describe_transactions(
     request: &Request<'_>,
     ctx: &mut Context<'_>,
 ) -> Result<Outcome, AuthzError> {
-    let body = Body::of(request);
-    let ids = parsed(request, || {
-        body.names(&mut body.reader(request)?, "transactional ids")
-    })?;
-    let mut ask = Ask::new(ctx.check);
-    let refusals: Vec<_> = (ids.items.iter())
-        .map(|id| refusal(&mut ask, Describe, Resource::transactional_id(id.value)))
-        .collect();
-    per_item(
+    per_name(
         request,
-        &ids,
-        &refusals,
-        |&id, refused| {
+        ctx.check,
+        "transactional ids",
+        (Describe, ResourceKind::TransactionalId),
+        |id, refused| {
             TransactionState::default()
                 .with_transactional_id(TransactionalId(owned(id)))
                 .with_error_code(refused.code)
         },
         |answer: &mut DescribeTransactionsResponse| &mut answer.transaction_states,
-        None,
     )
 }
 
