@@ -1367,7 +1367,47 @@ pub mod wire {
         stream: &mut TcpStream,
         correlation_id: i32,
     ) -> std::io::Result<Vec<u8>> {
-        stream.write_all(&metadata_v1_request(correlation_id, "itest-raw"))?;
+        round_trip(
+            stream,
+            &metadata_v1_request(correlation_id, "itest-raw"),
+            correlation_id,
+        )
+    }
+
+    /// A request the interceptor forwards without reading its answer: GetTelemetrySubscriptions
+    /// v0 (KIP-714), which carries no resource, so no policy rewrites it or its response. For
+    /// tests whose server is not a Kafka broker and answers every frame its own way.
+    pub fn opaque_request(correlation_id: i32, client_id: &str) -> Vec<u8> {
+        let mut body = Vec::new();
+        body.extend_from_slice(&71i16.to_be_bytes()); // GetTelemetrySubscriptions
+        body.extend_from_slice(&0i16.to_be_bytes()); // v0 (flexible: request header v2)
+        body.extend_from_slice(&correlation_id.to_be_bytes());
+        body.extend_from_slice(&(client_id.len() as i16).to_be_bytes());
+        body.extend_from_slice(client_id.as_bytes());
+        body.push(0); // header tagged fields
+        body.extend_from_slice(&[0; 16]); // client_instance_id: none yet
+        body.push(0); // body tagged fields
+        frame(&body)
+    }
+
+    /// [`opaque_request`] and its answer's body after the correlation id.
+    pub fn opaque_round_trip(
+        stream: &mut TcpStream,
+        correlation_id: i32,
+    ) -> std::io::Result<Vec<u8>> {
+        round_trip(
+            stream,
+            &opaque_request(correlation_id, "itest-raw"),
+            correlation_id,
+        )
+    }
+
+    fn round_trip(
+        stream: &mut TcpStream,
+        request: &[u8],
+        correlation_id: i32,
+    ) -> std::io::Result<Vec<u8>> {
+        stream.write_all(request)?;
         let body = read_frame(stream)?;
         if body.len() < 4 || body[..4] != correlation_id.to_be_bytes() {
             return Err(std::io::Error::new(

@@ -4,6 +4,8 @@
 //! answers every request frame with `[len][correlation id][the peer address it saw, as text]`,
 //! so a client learns whether it reached the server directly (the server saw the client's own
 //! address) or through the interceptor (the server saw the daemon's exempt upstream socket).
+//! Clients send client-telemetry requests (KIP-714), which the interceptor forwards without
+//! reading or rewriting their answers, so the server's answer reaches them unchanged.
 //!
 //! Needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN): fails loudly without, unless
 //! `INTERCEPTOR_SKIP_KERNEL_TESTS=1`.
@@ -193,7 +195,7 @@ fn ask_within(w: &World, src: &str, dst: &str, timeout: Duration) -> Result<Answ
     w.ns.run(|| {
         let (local, stream) = wire::connect_from(src, dst, timeout);
         let mut stream = stream.map_err(|e| format!("connect {local} -> {dst}: {e}"))?;
-        let text = wire::metadata_round_trip(&mut stream, 7)
+        let text = wire::opaque_round_trip(&mut stream, 7)
             .map_err(|e| format!("request {local} -> {dst}: {e}"))?;
         let text = String::from_utf8(text).map_err(|e| e.to_string())?;
         let seen_by_server = text
@@ -322,7 +324,7 @@ fn other_sources_ports_and_ipv6_are_steered_never_exempt() {
         w.ns.run(|| wire::connect_from(addr("127.0.0.1:0"), addr(V4), CONNECT_TIMEOUT));
     let mut held = held.expect("held connection");
     let held_text =
-        w.ns.run(|| wire::metadata_round_trip(&mut held, 1))
+        w.ns.run(|| wire::opaque_round_trip(&mut held, 1))
             .expect("held request");
     let exempt: SocketAddr = String::from_utf8(held_text).unwrap().parse().unwrap();
     assert_ne!(exempt, held_local);
@@ -463,8 +465,7 @@ fn client_gone_with_a_request_in_flight_ends_its_session() {
     let (local, stream) =
         w.ns.run(|| wire::connect_from(addr("127.0.0.1:0"), addr(V4), CONNECT_TIMEOUT));
     let mut stream = stream.expect("connect");
-    std::io::Write::write_all(&mut stream, &wire::metadata_v1_request(5, "leaving"))
-        .expect("request");
+    std::io::Write::write_all(&mut stream, &wire::opaque_request(5, "leaving")).expect("request");
     interceptor_e2e::wait_until(Duration::from_secs(5), "the upstream connection", || {
         (!w.server.seen().is_empty()).then_some(())
     })
@@ -493,7 +494,7 @@ fn a_client_that_never_reads_is_not_buffered_in_memory() {
     const REQUESTS: i32 = 2000;
     const ANSWER_BYTES: usize = 1 << 20;
     let padded_request = |id| {
-        let mut request = wire::metadata_v1_request(id, "hoarder");
+        let mut request = wire::opaque_request(id, "hoarder");
         request.resize(64 * 1024, 0); // trailing body bytes the fake broker ignores
         let len = (request.len() - 4) as i32;
         request[..4].copy_from_slice(&len.to_be_bytes());
@@ -543,7 +544,7 @@ fn a_client_that_never_reads_is_not_buffered_in_memory() {
     // The daemon still serves everyone else (while the hoarder is still connected).
     let other = w.ns.run(|| {
         let (_, other) = wire::connect_from(addr("127.0.0.2:0"), addr(V4), CONNECT_TIMEOUT);
-        wire::metadata_round_trip(&mut other?, 1)
+        wire::opaque_round_trip(&mut other?, 1)
     });
     let answer = other.unwrap_or_else(|e| panic!("another client: {e}\n{}", w.daemon.log_tail(20)));
     assert!(answer.len() > ANSWER_BYTES, "a whole answer");
@@ -556,7 +557,7 @@ fn ask_in(ns: &Netns, src: &str, dst: &str) -> std::io::Result<(SocketAddr, Sock
     let (src, dst) = (addr(src), addr(dst));
     ns.run(|| {
         let (local, stream) = wire::connect_from(src, dst, CONNECT_TIMEOUT);
-        let text = wire::metadata_round_trip(&mut stream?, 3)?;
+        let text = wire::opaque_round_trip(&mut stream?, 3)?;
         let seen = String::from_utf8_lossy(&text).parse().map_err(|e| {
             std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{text:?}: {e}"))
         })?;
