@@ -17,6 +17,7 @@
 //! administration, configs, ACLs, cluster and broker-to-broker keys).
 
 pub mod admin;
+mod checks;
 pub mod control;
 pub mod data;
 pub mod response;

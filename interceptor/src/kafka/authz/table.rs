@@ -19,6 +19,24 @@ pub struct ApiAccess {
     pub note: &'static str,
 }
 
+impl ApiAccess {
+    pub const fn new(
+        key: i16,
+        name: &'static str,
+        touches: &'static [(Operation, ResourceKind)],
+        max_version: i16,
+        note: &'static str,
+    ) -> Self {
+        Self {
+            key,
+            name,
+            touches,
+            max_version,
+            note,
+        }
+    }
+}
+
 /// Keys that carry no resource: the session answers ApiVersions and SASL itself (before and
 /// after authentication); client telemetry (KIP-714) is on by default in librdkafka and the
 /// Java client and carries only the client's own metrics, so refusing it would break ordinary

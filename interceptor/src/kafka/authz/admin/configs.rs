@@ -11,7 +11,7 @@ use kafka_protocol::messages::{
 
 use super::partial::{
     decide, items, list_response, min_bytes, name, owned, reader, skip_array, Checks, Items,
-    ListResponse, Refusal, INVALID_REQUEST,
+    ListResponse, Refusal, Refusals, INVALID_REQUEST,
 };
 use crate::{
     kafka::{

@@ -2,7 +2,8 @@
 //! item, and the three ways a request with a list of items ends (forwarded untouched, answered
 //! locally, or forwarded in part with the broker's answer merged with the refused items).
 
-use std::{collections::HashMap, ops::Range};
+pub(super) use super::super::checks::Checks;
+use std::ops::Range;
 
 use bytes::Bytes;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
@@ -17,7 +18,7 @@ use crate::{
         wire::Reader,
         HeaderError,
     },
-    policy::{AccessCheck, Check, Operation, Resource},
+    policy::{Check, Operation, Resource},
 };
 
 pub(super) const INVALID_REQUEST: i16 = 42;
@@ -43,31 +44,13 @@ impl Refusal {
     }
 }
 
-/// Asks the session once per distinct (operation, resource) of one request, in request order:
-/// the audit trail gets one decision per resource, however often the request names it.
-pub(super) struct Checks<'c, 'n> {
-    check: &'c dyn AccessCheck,
-    seen: HashMap<(Operation, Resource<'n>), Check>,
+/// What a check means to the admin answers: the refusal for `resource`, `None` when allowed.
+pub(super) trait Refusals<'n> {
+    fn refusal(&mut self, op: Operation, resource: Resource<'n>) -> Option<Refusal>;
 }
 
-impl<'c, 'n> Checks<'c, 'n> {
-    pub fn new(check: &'c dyn AccessCheck) -> Self {
-        Self {
-            check,
-            seen: HashMap::new(),
-        }
-    }
-
-    pub fn check(&mut self, op: Operation, resource: Resource<'n>) -> Check {
-        let check = self.check;
-        *self
-            .seen
-            .entry((op, resource))
-            .or_insert_with(|| check.check(op, resource))
-    }
-
-    /// The refusal for `resource`, `None` when allowed.
-    pub fn refusal(&mut self, op: Operation, resource: Resource<'n>) -> Option<Refusal> {
+impl<'n> Refusals<'n> for Checks<'_, 'n> {
+    fn refusal(&mut self, op: Operation, resource: Resource<'n>) -> Option<Refusal> {
         Refusal::of(self.check(op, resource), resource)
     }
 }

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::partial::{
     decide, items, list_response, min_bytes, name, nullable_name, owned, reader, skip_array,
-    skip_i32s, Checks, Items, ListResponse, Refusal, INVALID_REQUEST,
+    skip_i32s, Checks, Items, ListResponse, Refusal, Refusals, INVALID_REQUEST,
 };
 use crate::{
     kafka::{

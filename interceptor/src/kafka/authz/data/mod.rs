@@ -16,6 +16,7 @@ mod sessions;
 #[cfg(test)]
 mod test_support;
 
+pub(crate) use super::checks::Checks;
 use std::{
     collections::{HashMap, VecDeque},
     ops::{Deref, Range},
@@ -30,7 +31,7 @@ use super::{
 };
 use crate::{
     kafka::{wire::Reader, HeaderError},
-    policy::{AccessCheck, Check, Operation, Resource, ResourceKind},
+    policy::{AccessCheck, Check, Operation, ResourceKind},
 };
 pub use sessions::FetchSessions;
 
@@ -242,30 +243,6 @@ impl Refusal {
 
     pub fn topic(check: Check) -> Option<Refusal> {
         Self::of(check, ResourceKind::Topic)
-    }
-}
-
-/// The checks of one request: each distinct (operation, topic) is asked once, in request
-/// order, because every answer is an audit event.
-pub(crate) struct Checks<'c, 'n> {
-    check: &'c dyn AccessCheck,
-    seen: HashMap<(Operation, &'n str), Check>,
-}
-
-impl<'c, 'n> Checks<'c, 'n> {
-    pub fn new(check: &'c dyn AccessCheck) -> Self {
-        Self {
-            check,
-            seen: HashMap::new(),
-        }
-    }
-
-    pub fn topic(&mut self, op: Operation, name: &'n str) -> Check {
-        let check = self.check;
-        *self
-            .seen
-            .entry((op, name))
-            .or_insert_with(|| check.check(op, Resource::topic(name)))
     }
 }
 
