@@ -21,5 +21,6 @@ pub mod ebpf;
 pub mod filter;
 pub mod identity;
 pub mod kafka;
+pub mod mask;
 pub mod policy;
 pub mod proxy;
