@@ -16,6 +16,8 @@ pub const DEFAULT_AUDIT_FILE: &str = "/var/lib/interceptor/audit.jsonl";
 pub const DEFAULT_SECRETS_FILE: &str = "/etc/interceptor/secrets.toml";
 pub const DEFAULT_POLICY_DIR: &str = "/etc/interceptor/policies";
 pub const DEFAULT_ADMIN_SOCKET: &str = "/run/interceptor/admin.sock";
+pub const DEFAULT_VAULT_FILE: &str = "/var/lib/interceptor/vault.redb";
+pub const DEFAULT_VAULT_KEYS: &str = "/etc/interceptor/vault.keys";
 /// SASL mechanisms a listener can offer clients.
 pub const SASL_MECHANISMS: [&str; 4] = ["OAUTHBEARER", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
 
@@ -73,6 +75,12 @@ pub struct Config {
     /// The local admin socket (`interceptor status`).
     #[serde(default)]
     pub admin: AdminConfig,
+    /// How masking rules rewrite record batches.
+    #[serde(default)]
+    pub masking: MaskingConfig,
+    /// Where tokenized values are kept, and the keys of tokens, hashes and encryption.
+    #[serde(default)]
+    pub vault: VaultSettings,
     /// Protected broker listeners. At least one.
     #[serde(rename = "listener")]
     pub listeners: Vec<Listener>,
@@ -128,6 +136,80 @@ impl Default for AdminConfig {
             socket: PathBuf::from(DEFAULT_ADMIN_SOCKET),
         }
     }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MaskingConfig {
+    /// Legacy message sets (magic 0 and 1) on a topic with masking rules cannot be rewritten:
+    /// `refuse` them (POLICY_VIOLATION on produce; an empty partition on fetch) or `pass` them
+    /// unmasked. Brokers have not written them by default since Kafka 0.11.
+    pub legacy_records: LegacyRecords,
+    /// The most bytes one partition's records may grow to when rewritten (tokens and revealed
+    /// values can be longer than what they replace); past it the partition is refused.
+    pub max_rewritten_bytes: usize,
+}
+
+impl Default for MaskingConfig {
+    fn default() -> Self {
+        Self {
+            legacy_records: LegacyRecords::Refuse,
+            max_rewritten_bytes: 128 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LegacyRecords {
+    #[default]
+    Refuse,
+    Pass,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct VaultSettings {
+    /// `embedded`: a local database file at `path`, no server. `postgres`: a PostgreSQL
+    /// database shared by every broker node's interceptor, so all of them resolve the same
+    /// tokens.
+    pub backend: VaultBackend,
+    pub path: PathBuf,
+    /// libpq-style connection string (`host=db1 port=5432 user=interceptor dbname=vault`).
+    pub postgres_url: String,
+    /// A file holding the database password (kept out of this file and of process lists).
+    pub postgres_password_file: Option<PathBuf>,
+    /// The keyring (`interceptor vault init FILE` makes one): the MAC key tokens and hashes
+    /// derive from, and the encryption keys by id. Must be readable by the daemon's user only.
+    /// Without it, masking rules that hash or tokenize refuse the records they cover.
+    pub key_file: PathBuf,
+    /// Tokens kept in memory, so repeated values skip the database.
+    pub cache_entries: usize,
+    /// How long one vault operation may take before the request that needs it fails
+    /// (retriably for producers).
+    pub timeout_ms: u64,
+}
+
+impl Default for VaultSettings {
+    fn default() -> Self {
+        Self {
+            backend: VaultBackend::Embedded,
+            path: PathBuf::from(DEFAULT_VAULT_FILE),
+            postgres_url: String::new(),
+            postgres_password_file: None,
+            key_file: PathBuf::from(DEFAULT_VAULT_KEYS),
+            cache_entries: 100_000,
+            timeout_ms: 2_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum VaultBackend {
+    #[default]
+    Embedded,
+    Postgres,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -408,6 +490,11 @@ impl Config {
                 "policy.max_records_per_batch",
                 self.policy.max_records_per_batch,
             ),
+            (
+                "masking.max_rewritten_bytes",
+                self.masking.max_rewritten_bytes,
+            ),
+            ("vault.cache_entries", self.vault.cache_entries),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -422,6 +509,15 @@ impl Config {
             return Err(invalid(
                 "limits.max_frame_bytes",
                 format!("must be at most {}", i32::MAX),
+            ));
+        }
+        if self.vault.timeout_ms == 0 {
+            return Err(invalid("vault.timeout_ms", "must be greater than 0".into()));
+        }
+        if self.vault.backend == VaultBackend::Postgres && self.vault.postgres_url.is_empty() {
+            return Err(invalid(
+                "vault.postgres_url",
+                "the postgres backend needs a connection string".into(),
             ));
         }
         if limits.upstream_connect_timeout_ms == 0 {

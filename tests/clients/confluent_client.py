@@ -487,8 +487,82 @@ def probe_admin(a):
                     "client_errors": client_errors}, True)
 
 
+def produce_file(a):
+    """Produces --records in order, idempotent (acks=all), in one committed transaction with
+    --transactional-id; reports every delivery error by name and exits 0 whatever happened
+    (`complete` says whether every record was delivered)."""
+    conf = {
+        "bootstrap.servers": a.bootstrap,
+        "compression.type": a.codec,
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": 50,
+        "message.timeout.ms": a.message_timeout_ms,
+        "client.id": "itest-confluent-producer",
+    }
+    if a.transactional_id:
+        conf["transactional.id"] = a.transactional_id
+    p = Producer(with_sasl(a, conf))
+    records = payload.read_records(a.records)
+    errors, delivered = [], [0]
+
+    def on_delivery(err, msg):
+        if err is not None:
+            errors.append({"name": err.name(), "code": err.code(), "str": err.str()})
+        else:
+            delivered[0] += 1
+
+    start = time.time()
+    if a.transactional_id:
+        p.init_transactions(a.timeout)
+        p.begin_transaction()
+    for key, value, headers in records:
+        p.produce(a.topic, key=key, value=value, headers=headers, on_delivery=on_delivery)
+        p.poll(0)
+    txn_error = None
+    if a.transactional_id:
+        try:
+            p.commit_transaction(a.timeout)
+        except KafkaException as e:
+            txn_error = str(e)
+    left = p.flush(a.timeout)
+    complete = left == 0 and not errors and delivered[0] == len(records) and txn_error is None
+    payload.finish({"op": "produce-file", "client": CLIENT, "topic": a.topic, "codec": a.codec,
+                    "produced": delivered[0], "undelivered": left, "errors": errors[:10],
+                    "transactional": bool(a.transactional_id), "transaction_error": txn_error,
+                    "complete": complete, "seconds": round(time.time() - start, 3)}, True)
+
+
+def dump(a):
+    """Reads --count records of every partition from the beginning (CRCs checked) and prints
+    them: {"records": [{partition, offset, key, value, headers}]}."""
+    c = Consumer(with_sasl(a, {
+        "bootstrap.servers": a.bootstrap,
+        "group.id": a.group or "itest-unused-" + uuid.uuid4().hex,
+        "enable.auto.commit": False,
+        "check.crcs": True,
+        "isolation.level": "read_committed" if a.read_committed else "read_uncommitted",
+        "client.id": "itest-confluent-dump",
+    }))
+    parts = partitions(c, a.topic, a.timeout)
+    c.assign([TopicPartition(a.topic, p, OFFSET_BEGINNING) for p in parts])
+    out, errors = [], []
+    deadline = time.time() + a.timeout
+    while len(out) < a.count and time.time() < deadline:
+        for m in c.consume(num_messages=1000, timeout=0.5):
+            if m.error():
+                if m.error().code() != KafkaError._PARTITION_EOF:
+                    errors.append({"name": m.error().name(), "code": m.error().code()})
+                continue
+            out.append(payload.dumped(m.partition(), m.offset(), m.key(), m.value(), m.headers()))
+    c.close()
+    payload.finish({"op": "dump", "client": CLIENT, "topic": a.topic, "records": out,
+                    "errors": errors[:10]}, len(out) >= a.count and not errors)
+
+
 if __name__ == "__main__":
     payload.main({name: guarded(op) for name, op in
                   {"produce": produce, "consume": consume, "admin": admin, "group": group,
                    "probe-produce": probe_produce, "probe-consume": probe_consume,
-                   "probe-admin": probe_admin}.items()})
+                   "probe-admin": probe_admin, "produce-file": produce_file,
+                   "dump": dump}.items()})

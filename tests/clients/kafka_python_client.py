@@ -372,7 +372,36 @@ def probe_consume(a):
                     "errors": errors, "seconds": round(time.time() - start, 3)}, True)
 
 
+def dump(a):
+    """Reads --count records from the beginning (kafka-python checks CRCs by default) and
+    prints them, as confluent_client.py dump does."""
+    c = KafkaConsumer(
+        bootstrap_servers=a.bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        check_crcs=True,
+        isolation_level="read_committed" if a.read_committed else "read_uncommitted",
+        client_id="itest-kafka-python-dump",
+        **a.sasl,
+    )
+    parts = partitions(c, a.topic, a.timeout)
+    tps = [TopicPartition(a.topic, p) for p in parts]
+    c.assign(tps)
+    c.seek_to_beginning(*tps)
+    out = []
+    deadline = time.time() + a.timeout
+    while len(out) < a.count and time.time() < deadline:
+        for records in c.poll(timeout_ms=500, max_records=1000).values():
+            for r in records:
+                out.append(payload.dumped(r.partition, r.offset, r.key, r.value, r.headers))
+    c.close()
+    payload.finish({"op": "dump", "client": CLIENT, "topic": a.topic, "records": out},
+                   len(out) >= a.count)
+
+
 if __name__ == "__main__":
     payload.main({name: guarded(op) for name, op in
                   {"produce": produce, "consume": consume, "admin": admin, "group": group,
-                   "probe-produce": probe_produce, "probe-consume": probe_consume}.items()})
+                   "probe-produce": probe_produce, "probe-consume": probe_consume,
+                   "dump": dump}.items()})

@@ -207,6 +207,13 @@ def common_args(parser):
     parser.add_argument("--create", default="", help="admin: comma-separated topics to create")
     parser.add_argument("--partitions", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=60.0)
+    files = parser.add_argument_group("records from and to files (produce-file, dump)")
+    files.add_argument("--records", metavar="PATH",
+                       help="produce-file: JSON lines {key, value, headers} (text, null allowed)")
+    files.add_argument("--transactional-id", help="produce-file: one transaction, committed")
+    files.add_argument("--read-committed", action="store_true", help="dump: isolation read_committed")
+    files.add_argument("--message-timeout-ms", type=int, default=30000,
+                       help="produce-file: how long librdkafka retries a record")
     parser.add_argument("--interval", type=float, default=0.0,
                         help="produce: seconds between records (a long-lived connection)")
     probe = parser.add_argument_group(
@@ -347,3 +354,41 @@ class Progress:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(json.dumps(state, sort_keys=True) + "\n")
         os.replace(tmp, self.path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Records from a file, records to stdout: the masking tests compare exact values
+
+
+def read_records(path):
+    """[(key, value, headers)] from JSON lines; text values are UTF-8 encoded, null stays None."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            r = json.loads(line)
+            enc = (lambda v: None if v is None else v.encode())
+            headers = [(k, enc(v)) for k, v in (r.get("headers") or {}).items()]
+            out.append((enc(r.get("key")), enc(r.get("value")), headers))
+    return out
+
+
+def dumped(partition, offset, key, value, headers):
+    """One consumed record as JSON: text where it decodes, else base64 under `*_b64`."""
+    def text(field, v, into):
+        if v is None:
+            into[field] = None
+            return
+        try:
+            into[field] = v.decode()
+        except UnicodeDecodeError:
+            into[field + "_b64"] = base64.b64encode(v).decode()
+    r = {"partition": partition, "offset": offset}
+    text("key", key, r)
+    text("value", value, r)
+    hs = {}
+    for k, v in headers or []:
+        hs[k] = None if v is None else v.decode(errors="replace")
+    r["headers"] = hs
+    return r

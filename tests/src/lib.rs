@@ -694,10 +694,21 @@ fn tansu_broker_command(
     storage: &str,
     work: &Path,
 ) -> Command {
+    tansu_broker_advertising(ns, tansu, (url, url), storage, work)
+}
+
+/// `(listener, advertised)` URLs.
+fn tansu_broker_advertising(
+    ns: &Netns,
+    tansu: &Path,
+    (url, advertised): (&str, &str),
+    storage: &str,
+    work: &Path,
+) -> Command {
     let mut cmd = ns.command(tansu);
     cmd.arg("broker")
         .args(["--listener-url", url])
-        .args(["--advertised-listener-url", url])
+        .args(["--advertised-listener-url", advertised])
         .args(["--storage-engine", storage])
         .current_dir(work);
     for var in [
@@ -709,6 +720,56 @@ fn tansu_broker_command(
         cmd.env_remove(var);
     }
     cmd
+}
+
+/// tansu with in-memory storage listening on `listen` but telling clients to connect to
+/// `advertised` (a proxy in front of it, in listen mode).
+pub fn start_tansu_advertised(
+    ns: &Netns,
+    listen: SocketAddr,
+    advertised: SocketAddr,
+    work: impl AsRef<Path>,
+) -> Result<Proc> {
+    let work = work.as_ref();
+    let tansu = peers().tansu;
+    check_peer(&tansu)?;
+    let cmd = tansu_broker_advertising(
+        ns,
+        &tansu,
+        (
+            &format!("tcp://{listen}"),
+            &format!("tcp://{advertised}"),
+        ),
+        "memory://tansu/",
+        work,
+    );
+    let log = work.join(format!("tansu-{}.log", listen.port()));
+    let proc = Proc::spawn("tansu", cmd, &log)?;
+    accepting(ns, listen, proc, "tansu", Duration::from_secs(30))
+}
+
+/// The records of `topic` as the SQLite-backed broker (`start_tansu_scram`) stored them, read
+/// from its database file in `work` without any client or proxy in between:
+/// `[{partition, offset, key, value, headers}]`.
+pub fn broker_storage(work: impl AsRef<Path>, topic: &str) -> Result<Vec<Value>> {
+    let peers = peers();
+    check_peer(&peers.python)?;
+    let db = work.as_ref().join("tansu.db");
+    let mut cmd = Command::new(&peers.python);
+    cmd.arg(peers.clients.join("broker_storage.py"))
+        .arg(&db)
+        .arg(topic);
+    let done = run_with_timeout(cmd, Duration::from_secs(60))?;
+    if !done.status.success() {
+        bail!(
+            "reading {}: {}\n{}",
+            db.display(),
+            done.status,
+            tail(&done.stderr, 20)
+        );
+    }
+    let v: Value = serde_json::from_str(done.stdout.trim()).context("broker_storage.py output")?;
+    Ok(v["records"].as_array().cloned().unwrap_or_default())
 }
 
 /// Returns `proc` once `addr` accepts connections; fails with its log if it exits or times out.
@@ -739,6 +800,34 @@ fn accepting(
 pub struct BrokerUser {
     pub name: String,
     pub password: String,
+}
+
+/// The daemon's login to the broker, in a file only its owner may read.
+pub fn write_broker_secrets(work: &WorkDir, user: &BrokerUser) -> PathBuf {
+    let secrets = work.join("secrets.toml");
+    let text = format!(
+        "username = \"{}\"\npassword = \"{}\"\n",
+        user.name, user.password
+    );
+    fs::write(&secrets, text).expect("writing the broker secrets");
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&secrets, fs::Permissions::from_mode(0o600)).expect("chmod secrets");
+    secrets
+}
+
+/// Daemon settings: `idp` as the OIDC issuer (short clock skew and JWKS refetch intervals so
+/// tests need not wait) and a SCRAM login to the broker from `secrets`.
+pub fn oidc_and_scram_settings(idp: &idp::Idp, secrets: &Path) -> String {
+    let issuer = format!(
+        "[[identity.issuer]]\nissuer = \"{}\"\naudiences = [\"{}\"]\n",
+        idp.issuer(),
+        idp::AUDIENCE
+    );
+    let upstream = format!(
+        "[upstream_auth]\nmechanism = \"scram-sha-256\"\nsecrets_file = \"{}\"\n",
+        secrets.display()
+    );
+    format!("[identity]\nclock_skew_secs = 1\njwks_min_refetch_secs = 1\n{issuer}{upstream}")
 }
 
 /// tansu built with SQLite storage and SCRAM (`.peers/bin/tansu-sasl`) on `addr`, requiring
@@ -1136,6 +1225,17 @@ impl Interceptor {
 
     pub fn pin_dir(&self) -> &Path {
         self.pins.path()
+    }
+
+    /// Runs `interceptor ARGS --config <this daemon's config>` (the admin socket is found
+    /// through it); its exit status, stdout and stderr.
+    pub fn cli(&self, args: &[&str]) -> Result<std::process::Output> {
+        Command::new(interceptor_bin())
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .output()
+            .with_context(|| format!("running interceptor {}", args.join(" ")))
     }
 
     /// Every complete audit event so far.

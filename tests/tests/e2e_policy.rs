@@ -18,15 +18,15 @@
 use std::{
     fs,
     net::{SocketAddr, TcpStream},
-    os::unix::fs::PermissionsExt,
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use interceptor_e2e::{
     idp::{Idp, IdpClient},
-    require_kernel, run_client, start_interceptor, start_tansu_scram, wait_until, wire, BrokerUser,
-    DaemonConfig, Interceptor, Lib, Netns, Proc, WorkDir,
+    oidc_and_scram_settings, require_kernel, run_client, start_interceptor, start_tansu_scram,
+    wait_until, wire, write_broker_secrets, BrokerUser, DaemonConfig, Interceptor, Lib, Netns, Proc,
+    WorkDir,
 };
 use serde_json::Value;
 
@@ -283,7 +283,7 @@ fn stack(name: &str, policy_files: &[(&str, &str)]) -> Stack {
         &idp_clients(),
     )
     .unwrap_or_else(|e| panic!("idp: {e:#}"));
-    let secrets = write_secrets(&work, &user);
+    let secrets = write_broker_secrets(&work, &user);
     let policies = work.join("policies");
     fs::create_dir_all(&policies).expect("policy dir");
     for (file, text) in policy_files {
@@ -292,7 +292,7 @@ fn stack(name: &str, policy_files: &[(&str, &str)]) -> Stack {
     let config = DaemonConfig::kafka(&[broker])
         .listener_settings("sasl_mechanisms = [\"OAUTHBEARER\"]\n")
         .policy_dir(&policies)
-        .extra(&identity_settings(&idp, &secrets));
+        .extra(&oidc_and_scram_settings(&idp, &secrets));
     let daemon = start_interceptor(&ns, &work, &config.body())
         .unwrap_or_else(|e| panic!("starting the daemon: {e:#}"));
     Stack {
@@ -303,33 +303,6 @@ fn stack(name: &str, policy_files: &[(&str, &str)]) -> Stack {
         work,
         ns,
     }
-}
-
-/// The daemon's login to the broker, in a file only its owner may read.
-fn write_secrets(work: &WorkDir, user: &BrokerUser) -> PathBuf {
-    let secrets = work.join("secrets.toml");
-    let text = format!(
-        "username = \"{}\"\npassword = \"{}\"\n",
-        user.name, user.password
-    );
-    fs::write(&secrets, text).expect("writing the broker secrets");
-    fs::set_permissions(&secrets, fs::Permissions::from_mode(0o600)).expect("chmod secrets");
-    secrets
-}
-
-/// The daemon's OIDC issuer (this stack's provider, with short clock skew and JWKS refetch
-/// intervals so tests need not wait) and its SCRAM login to the broker.
-fn identity_settings(idp: &Idp, secrets: &Path) -> String {
-    let issuer = format!(
-        "[[identity.issuer]]\nissuer = \"{}\"\naudiences = [\"{}\"]\n",
-        idp.issuer(),
-        interceptor_e2e::idp::AUDIENCE
-    );
-    let upstream = format!(
-        "[upstream_auth]\nmechanism = \"scram-sha-256\"\nsecrets_file = \"{}\"\n",
-        secrets.display()
-    );
-    format!("[identity]\nclock_skew_secs = 1\njwks_min_refetch_secs = 1\n{issuer}{upstream}")
 }
 
 impl Stack {

@@ -153,12 +153,61 @@ pub enum AuditEvent {
         #[serde(skip_serializing_if = "Vec::is_empty")]
         errors: Vec<String>,
     },
+    /// Masking rewrote (or refused to pass) the records of one partition: before the broker
+    /// on produce, for this consumer on fetch. Counts only, never values.
+    Transform {
+        session: u64,
+        client: SocketAddr,
+        principal: String,
+        api: &'static str,
+        correlation_id: i32,
+        /// `produce` or `fetch`.
+        stage: &'static str,
+        topic: String,
+        partition: i32,
+        /// `masked`, `revealed` (tokens put back for a consumer allowed to see them),
+        /// `refused` (nothing forwarded) or `withheld` (a fetched partition sent empty).
+        outcome: &'static str,
+        /// Records changed.
+        records: u64,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        fields: Vec<TransformCount>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+    /// `interceptor detokenize`: who asked for which token's value, and the answer. Never the
+    /// value or the token itself; `token_sha256` identifies the token.
+    Detokenize {
+        principal: String,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        groups: Vec<String>,
+        token_sha256: String,
+        /// The masking rule that made the token, when the vault knows it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rule: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        scope: Option<String>,
+        /// `revealed`, `denied`, `unknown_token`, `unauthenticated` or `error`.
+        outcome: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
     /// What the steering program did with a new connection.
     Kernel {
         kind: &'static str,
         client: SocketAddr,
         original_dst: SocketAddr,
     },
+}
+
+/// How many values one rule's field or detector changed in one partition's records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TransformCount {
+    pub rule: String,
+    /// The field path or detector name.
+    pub selector: String,
+    pub action: &'static str,
+    pub count: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

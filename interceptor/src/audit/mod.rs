@@ -16,7 +16,7 @@ use std::{
 use thiserror::Error;
 use tokio::sync::mpsc;
 
-pub use event::{AuditEvent, AuditRecord, AuthOutcome, CloseReason};
+pub use event::{AuditEvent, AuditRecord, AuthOutcome, CloseReason, TransformCount};
 pub use file::JsonLinesFile;
 pub use memory::MemorySink;
 

@@ -16,7 +16,10 @@ use bytes::Bytes;
 use thiserror::Error;
 use tokio::sync::mpsc;
 
-use super::header::{response_correlation_id, HeaderError};
+use super::{
+    authz::{AuthzError, ResponseRewrite},
+    header::{response_correlation_id, HeaderError},
+};
 
 /// A request forwarded upstream whose response is expected next in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,9 +42,39 @@ pub enum Pending {
     Unanswered(i32),
 }
 
-/// The change to make to a response; two are never equal (tests compare queues without
-/// them).
-pub struct ResponseFilter(pub crate::kafka::authz::ResponseRewrite);
+/// Rewrites a response with work that waits (vault lookups for masking): gets the frame as
+/// the synchronous rewrite left it.
+pub type AsyncRewrite = Box<
+    dyn FnOnce(
+            Bytes,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<Bytes, AuthzError>> + Send>,
+        > + Send,
+>;
+
+/// The change to make to a response: the policy layer's merge or filter first, then the
+/// masking of its records. Two are never equal (tests compare queues without them).
+pub struct ResponseFilter {
+    pub rewrite: Option<ResponseRewrite>,
+    pub then: Option<AsyncRewrite>,
+}
+
+impl ResponseFilter {
+    pub fn new(rewrite: Option<ResponseRewrite>, then: Option<AsyncRewrite>) -> Option<Self> {
+        (rewrite.is_some() || then.is_some()).then_some(Self { rewrite, then })
+    }
+
+    pub async fn apply(self, frame: Bytes) -> Result<Bytes, AuthzError> {
+        let frame = match self.rewrite {
+            Some(rewrite) => rewrite(frame)?,
+            None => frame,
+        };
+        match self.then {
+            Some(then) => then(frame).await,
+            None => Ok(frame),
+        }
+    }
+}
 
 impl std::fmt::Debug for ResponseFilter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

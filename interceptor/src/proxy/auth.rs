@@ -156,6 +156,15 @@ impl Authenticator {
         self.tokens.start_refresh();
     }
 
+    /// Checks an OIDC access token presented outside Kafka (`interceptor detokenize`) exactly
+    /// as an OAUTHBEARER login's.
+    pub async fn validate_token(
+        &self,
+        token: &str,
+    ) -> Result<crate::identity::ValidatedToken, crate::identity::TokenError> {
+        self.tokens.validate(token).await
+    }
+
     fn credential(&self, username: &str, mechanism: ScramMechanism) -> Option<ScramCredential> {
         self.users.get(username).and_then(|u| {
             u.credentials

@@ -11,6 +11,7 @@ use crate::{
     audit::AuditLog,
     kafka::{
         authz::{self, AuthzError, AuthzSettings, ConnectionState, Context, Outcome, TopicIds},
+        inflight::AsyncRewrite,
         RequestHeader,
     },
     policy::{watch::PolicyHandle, AccessCheck},
@@ -54,13 +55,14 @@ impl RequestAuthz {
     }
 
     /// Decides one request under the policy in force now; its decisions are in the audit
-    /// queue when this returns.
+    /// queue when this returns. The second part rewrites the broker's answer after the
+    /// outcome's own rewrite (masking of fetched records).
     pub async fn authorize(
         &mut self,
         identity: &Identity,
         header: &RequestHeader,
         frame: &Bytes,
-    ) -> Result<Outcome, AuthzError> {
+    ) -> Result<(Outcome, Option<AsyncRewrite>), AuthzError> {
         let policy = self.policy.current();
         let generation = policy.generation;
         self.check.begin(policy, identity, header);
@@ -75,7 +77,7 @@ impl RequestAuthz {
             },
         );
         flush(&self.check, &self.audit).await;
-        outcome
+        outcome.map(|o| (o, None))
     }
 }
 

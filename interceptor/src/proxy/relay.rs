@@ -174,15 +174,20 @@ where
                     );
                 };
                 match authz.authorize(identity, &header, &frame).await {
-                    Ok(Outcome::Forward) => (chain.on_request(&header, frame), None),
-                    Ok(Outcome::FilterResponse(rewrite)) => {
-                        (chain.on_request(&header, frame), Some(rewrite))
-                    }
-                    Ok(Outcome::Rewrite { frame, response }) => {
-                        (chain.on_request(&header, frame), response)
-                    }
-                    Ok(Outcome::Respond(answer)) => (Verdict::Respond(answer), None),
-                    Ok(Outcome::Drop) => (Verdict::Drop, None),
+                    Ok((Outcome::Forward, then)) => (
+                        chain.on_request(&header, frame),
+                        ResponseFilter::new(None, then),
+                    ),
+                    Ok((Outcome::FilterResponse(rewrite), then)) => (
+                        chain.on_request(&header, frame),
+                        ResponseFilter::new(Some(rewrite), then),
+                    ),
+                    Ok((Outcome::Rewrite { frame, response }, then)) => (
+                        chain.on_request(&header, frame),
+                        ResponseFilter::new(response, then),
+                    ),
+                    Ok((Outcome::Respond(answer), _)) => (Verdict::Respond(answer), None),
+                    Ok((Outcome::Drop, _)) => (Verdict::Drop, None),
                     Err(e) => {
                         let _ = write_frames(upstream, &mut batch).await;
                         return refused(e);
@@ -205,9 +210,7 @@ where
                     let pending = match (due, rewrite) {
                         (false, _) => Pending::Unanswered(header.correlation_id),
                         (true, None) => Pending::Upstream(expected),
-                        (true, Some(rewrite)) => {
-                            Pending::Rewritten(expected, ResponseFilter(rewrite))
-                        }
+                        (true, Some(filter)) => Pending::Rewritten(expected, filter),
                     };
                     batch.push(frame);
                     Some(pending)
@@ -410,8 +413,8 @@ where
             match split_frame(&mut buf, limits.max_frame_bytes) {
                 Ok(Some(frame)) => {
                     let frame = match rewrite {
-                        Some(ResponseFilter(rewrite)) => {
-                            let rewritten = rewrite(frame);
+                        Some(filter) => {
+                            let rewritten = filter.apply(frame).await;
                             if let Some(audit) = &audit {
                                 audit.flush().await;
                             }
