@@ -3,7 +3,10 @@
 
 use std::{fmt::Write, net::IpAddr, path::Path};
 
-use super::{set::load_report, Operation, PolicyErrors, PolicySet, Resource, Subject};
+use super::{
+    set::load_report, Check, MaskingRule, Operation, PolicyErrors, PolicySet, Resource,
+    ResourceKind, Subject,
+};
 
 /// Validates a policy directory offline. Returns the report to print and whether the directory
 /// is valid (the exit code for CI). Errors read `file:line:col: message`.
@@ -64,7 +67,12 @@ pub fn explain(
         source,
     };
     let mut out = format!("policy:   {} ({})\n", dir.display(), set.version());
-    out.push_str(&set.explain(&subject, op, resource).to_string());
+    let explanation = set.explain(&subject, op, resource);
+    out.push_str(&explanation.to_string());
+    // Masking only matters for records that flow: a refused request has none.
+    if explanation.decision.check == Check::Allowed && resource.kind == ResourceKind::Topic {
+        masking(&mut out, &set, &subject, op, resource.name);
+    }
     if !op.applies_to().contains(&resource.kind) {
         let _ = writeln!(
             out,
@@ -73,4 +81,37 @@ pub fn explain(
         );
     }
     Ok(out)
+}
+
+/// The masking rules a produce or consume of `topic` goes through, when there are any.
+fn masking(out: &mut String, set: &PolicySet, subject: &Subject<'_>, op: Operation, topic: &str) {
+    let line = |out: &mut String, label: &str, r: &MaskingRule| {
+        let _ = writeln!(out, "  {label:<7} {}: {}", r.at, r.summary());
+    };
+    match op {
+        Operation::Produce => {
+            let rules = set.produce_masking(topic);
+            if !rules.is_empty() {
+                let _ = writeln!(out, "masking before the broker stores the records:");
+                for r in &rules {
+                    line(out, "mask", r);
+                }
+            }
+        }
+        Operation::Consume => {
+            let m = set.fetch_masking(topic, subject);
+            let stored = set.produce_masking(topic);
+            if !m.is_empty() || !stored.is_empty() {
+                let _ = writeln!(out, "masking of the records fetched:");
+                for r in &stored {
+                    let revealed = m.reveal.iter().any(|x| std::sync::Arc::ptr_eq(x, r));
+                    line(out, if revealed { "reveal" } else { "stored" }, r);
+                }
+                for r in &m.mask {
+                    line(out, "mask", r);
+                }
+            }
+        }
+        _ => {}
+    }
 }

@@ -1,9 +1,10 @@
-//! Checks on the directory as a whole: rule names are unique, no rule repeats another, and no
+//! Checks on the directory as a whole: rule names (access, blocking and masking) are unique, no rule repeats another, and no
 //! allow (or approve) rule is made dead by a deny (or approve) rule that covers all of it.
 
 use std::collections::{hash_map::Entry, HashMap};
 
 use super::{
+    masking::MaskingRule,
     model::{AccessRule, BlockRule, Effect, RuleRef},
     PolicyError,
 };
@@ -19,18 +20,27 @@ fn place(at: &RuleRef) -> String {
 pub(crate) fn check_set(
     access: &[AccessRule],
     blocks: &[BlockRule],
+    masks: &[MaskingRule],
     errors: &mut Vec<PolicyError>,
 ) {
-    unique_names(access, blocks, errors);
+    unique_names(access, blocks, masks, errors);
     duplicates(access, errors);
     shadowed(access, errors);
 }
 
-fn unique_names(access: &[AccessRule], blocks: &[BlockRule], errors: &mut Vec<PolicyError>) {
+fn unique_names(
+    access: &[AccessRule],
+    blocks: &[BlockRule],
+    masks: &[MaskingRule],
+    errors: &mut Vec<PolicyError>,
+) {
+    // Masking rule names are also the first part of every token scope, so a token names its
+    // rule unambiguously only if no other rule of any kind has the name.
     let all = access
         .iter()
         .map(|r| (&r.at, r.column))
-        .chain(blocks.iter().map(|r| (&r.at, r.column)));
+        .chain(blocks.iter().map(|r| (&r.at, r.column)))
+        .chain(masks.iter().map(|r| (&r.at, r.column)));
     let mut seen: HashMap<&str, (&RuleRef, usize)> = HashMap::new();
     for (at, column) in all {
         match seen.get(at.name.as_ref()) {

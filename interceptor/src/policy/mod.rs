@@ -7,6 +7,8 @@
 //! - `schema`: the file format (documented in `docs/policy.md`), validated with positions.
 //! - `glob`: name patterns; `content`: forbidden-content matchers.
 //! - `model`: parsed rules and what each matches; `lint`: checks on the whole directory.
+//! - `masking_schema`: the `masking:` section, compiled by the [`mask`](crate::mask) engine;
+//!   `masking`: masking rules and who they apply to.
 //! - `set`: the compiled [`PolicySet`], its version and its decisions.
 //! - [`cli`]: `interceptor policy check` and `interceptor policy explain`.
 //! - [`watch`]: the set in force, reloaded when the directory changes.
@@ -17,6 +19,8 @@ mod content;
 mod error;
 mod glob;
 mod lint;
+mod masking;
+mod masking_schema;
 mod model;
 mod schema;
 mod set;
@@ -30,7 +34,10 @@ pub use access::{AccessCheck, Check, Operation, Resource, ResourceKind, Subject,
 pub use content::ContentRule;
 pub use error::{PolicyError, PolicyErrors};
 pub use glob::Glob;
+pub use masking::{FetchMasking, MaskStage, MaskingRule, RevealRefusal};
+pub use masking_schema::{MAX_MASK_DETECTORS, MAX_MASK_FIELDS};
 pub use model::{Effect, RuleRef, ANONYMOUS};
 pub use set::{
-    Decision, Explanation, PolicySet, TopicLimits, MAX_FILES, MAX_FILE_BYTES, MAX_RULES,
+    Decision, Explanation, PolicySet, TopicLimits, MAX_FILES, MAX_FILE_BYTES, MAX_MASKING_RULES,
+    MAX_RULES,
 };

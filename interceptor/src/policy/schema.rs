@@ -9,6 +9,8 @@ use ipnet::IpNet;
 use super::{
     content::ContentRule,
     glob::{Glob, NameKind},
+    masking::MaskingRule,
+    masking_schema,
     model::{AccessRule, BlockRule, Effect, OpSet, Resources, RuleRef, Subjects},
     yaml::{self, Key, Mark, Node, Value},
     Operation, PolicyError, ResourceKind,
@@ -17,12 +19,12 @@ use super::{
 /// Longest list accepted anywhere in a file.
 const MAX_LIST: usize = 10_000;
 /// Longest principal, group, rule or pattern text accepted.
-const MAX_NAME_CHARS: usize = 1024;
+pub(super) const MAX_NAME_CHARS: usize = 1024;
 const MAX_RULE_NAME_CHARS: usize = 128;
 /// Kafka's own cap on a request's size fields (an i32).
 const MAX_SIZE_LIMIT: u64 = i32::MAX as u64;
 
-const FILE_FIELDS: &[&str] = &["description", "rules", "blocking"];
+const FILE_FIELDS: &[&str] = &["description", "rules", "blocking", "masking"];
 const RULE_FIELDS: &[&str] = &[
     "name",
     "description",
@@ -53,7 +55,7 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn error(&mut self, at: Mark, message: impl Into<String>) {
+    pub(super) fn error(&mut self, at: Mark, message: impl Into<String>) {
         self.errors.push(PolicyError::new(
             self.file.as_ref(),
             at.line,
@@ -72,7 +74,7 @@ impl Ctx<'_> {
     }
 
     /// Takes one rule from the budget; false (reported once) when it is spent.
-    fn take_rule(&mut self, at: Mark) -> bool {
+    pub(super) fn take_rule(&mut self, at: Mark) -> bool {
         if self.budget.left > 0 {
             self.budget.left -= 1;
             return true;
@@ -84,6 +86,23 @@ impl Ctx<'_> {
         }
         false
     }
+
+    /// Takes one masking rule from its own budget; false (reported once) when it is spent.
+    pub(super) fn take_masking_rule(&mut self, at: Mark) -> bool {
+        if self.budget.masking_left > 0 {
+            self.budget.masking_left -= 1;
+            return true;
+        }
+        if !self.budget.masking_reported {
+            self.budget.masking_reported = true;
+            let max = self.budget.max_masking;
+            self.error(
+                at,
+                format!("more than {max} masking rules in the directory"),
+            );
+        }
+        false
+    }
 }
 
 /// How many rules a directory may still hold: bounds memory for a huge directory.
@@ -91,14 +110,22 @@ pub(crate) struct Budget {
     pub max: usize,
     pub left: usize,
     pub reported: bool,
+    /// Masking rules have a budget of their own within `max`: the proxy walks them for every
+    /// produced and fetched partition.
+    pub max_masking: usize,
+    pub masking_left: usize,
+    pub masking_reported: bool,
 }
 
 impl Budget {
-    pub fn new(max: usize) -> Self {
+    pub fn new(max: usize, max_masking: usize) -> Self {
         Self {
             max,
             left: max,
             reported: false,
+            max_masking,
+            masking_left: max_masking,
+            masking_reported: false,
         }
     }
 }
@@ -108,6 +135,7 @@ impl Budget {
 pub(crate) struct FileRules {
     pub access: Vec<AccessRule>,
     pub blocks: Vec<BlockRule>,
+    pub masks: Vec<MaskingRule>,
 }
 
 pub(crate) fn parse_file(ctx: &mut Ctx<'_>, src: &str) -> FileRules {
@@ -131,10 +159,11 @@ pub(crate) fn parse_file(ctx: &mut Ctx<'_>, src: &str) -> FileRules {
     }
     let rules = f.get("rules");
     let blocking = f.get("blocking");
-    if rules.is_none() && blocking.is_none() {
+    let masking = f.get("masking");
+    if rules.is_none() && blocking.is_none() && masking.is_none() {
         ctx.warn(
             root.mark,
-            "file holds no rules (neither `rules` nor `blocking`)",
+            "file holds no rules (neither `rules` nor `blocking` nor `masking`)",
         );
     }
     for node in rules.and_then(|n| list(ctx, n, "rules")).unwrap_or(&[]) {
@@ -154,6 +183,14 @@ pub(crate) fn parse_file(ctx: &mut Ctx<'_>, src: &str) -> FileRules {
         }
         if let Some(rule) = block_rule(ctx, node) {
             out.blocks.push(rule);
+        }
+    }
+    for node in masking.and_then(|n| list(ctx, n, "masking")).unwrap_or(&[]) {
+        if !ctx.take_rule(node.mark) || !ctx.take_masking_rule(node.mark) {
+            return out;
+        }
+        if let Some(rule) = masking_schema::masking_rule(ctx, node) {
+            out.masks.push(rule);
         }
     }
     out
@@ -206,7 +243,12 @@ fn access_rule(ctx: &mut Ctx<'_>, node: &Node) -> Option<AccessRule> {
     })
 }
 
-fn rule_name(ctx: &mut Ctx<'_>, node: &Node) -> Option<Arc<str>> {
+pub(super) fn rule_name(ctx: &mut Ctx<'_>, node: &Node) -> Option<Arc<str>> {
+    checked_name(ctx, node, "rule name")
+}
+
+/// A name that audit events and token scopes carry: letters, digits, `.`, `_`, `-`.
+pub(super) fn checked_name(ctx: &mut Ctx<'_>, node: &Node, what: &str) -> Option<Arc<str>> {
     let text = string(ctx, node, "name")?;
     let problem = if text.is_empty() {
         Some("is empty".to_string())
@@ -219,7 +261,7 @@ fn rule_name(ctx: &mut Ctx<'_>, node: &Node) -> Option<Arc<str>> {
     };
     match problem {
         Some(p) => {
-            ctx.error(node.mark, format!("rule name `{text}` {p}"));
+            ctx.error(node.mark, format!("{what} `{text}` {p}"));
             None
         }
         None => Some(text.into()),
@@ -227,7 +269,12 @@ fn rule_name(ctx: &mut Ctx<'_>, node: &Node) -> Option<Arc<str>> {
 }
 
 fn subjects(ctx: &mut Ctx<'_>, node: &Node) -> Option<Subjects> {
-    let f = fields(ctx, node, "`subjects`", SUBJECT_FIELDS)?;
+    subjects_named(ctx, node, "subjects")
+}
+
+/// A subjects mapping under the key `field` (`subjects`, or a masking rule's `reveal`).
+pub(super) fn subjects_named(ctx: &mut Ctx<'_>, node: &Node, field: &str) -> Option<Subjects> {
+    let f = fields(ctx, node, &format!("`{field}`"), SUBJECT_FIELDS)?;
     let mut ok = true;
     let mut any_principal = false;
     let mut principals = Vec::new();
@@ -264,8 +311,10 @@ fn subjects(ctx: &mut Ctx<'_>, node: &Node) -> Option<Subjects> {
     if f.get("principals").is_none() && f.get("groups").is_none() {
         ctx.error(
             f.mark,
-            "`subjects` names no principals and no groups (use `principals: [\"*\"]` for every \
-             authenticated principal)",
+            format!(
+                "`{field}` names no principals and no groups (use `principals: [\"*\"]` for \
+                 every authenticated principal)"
+            ),
         );
         ok = false;
     }
@@ -582,24 +631,7 @@ fn forbidden_content(ctx: &mut Ctx<'_>, node: &Node, rule: &RuleRef) -> Option<V
         };
         let places = match f.get("in") {
             None => Some((true, true, true)),
-            Some(n) => strings(ctx, n, "in").and_then(|items| {
-                let (mut k, mut v, mut h, mut ok) = (false, false, false, true);
-                for (mark, p) in items {
-                    match p {
-                        "key" => k = true,
-                        "value" => v = true,
-                        "headers" => h = true,
-                        other => {
-                            ctx.error(
-                                mark,
-                                format!("unknown place `{other}` (one of: key, value, headers)"),
-                            );
-                            ok = false;
-                        }
-                    }
-                }
-                ok.then_some((k, v, h))
-            }),
+            Some(n) => places(ctx, n),
         };
         let (Some((_, name)), Some(patterns), Some(ci), Some(places)) =
             (name, patterns, case_insensitive, places)
@@ -618,25 +650,46 @@ fn forbidden_content(ctx: &mut Ctx<'_>, node: &Node, rule: &RuleRef) -> Option<V
     ok.then_some(out)
 }
 
+/// An `in:` list: which parts of a record (key, value, headers), as (key, value, headers).
+pub(super) fn places(ctx: &mut Ctx<'_>, node: &Node) -> Option<(bool, bool, bool)> {
+    let items = strings(ctx, node, "in")?;
+    let (mut k, mut v, mut h, mut ok) = (false, false, false, true);
+    for (mark, p) in items {
+        match p {
+            "key" => k = true,
+            "value" => v = true,
+            "headers" => h = true,
+            other => {
+                ctx.error(
+                    mark,
+                    format!("unknown place `{other}` (one of: key, value, headers)"),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some((k, v, h))
+}
+
 /// A mapping's entries, after every key was checked against the allowed ones.
-struct Fields<'n> {
-    mark: Mark,
+pub(super) struct Fields<'n> {
+    pub mark: Mark,
     entries: &'n [(Key, Node)],
 }
 
 impl<'n> Fields<'n> {
-    fn get_entry(&self, name: &str) -> Option<(&'n Key, &'n Node)> {
+    pub(super) fn get_entry(&self, name: &str) -> Option<(&'n Key, &'n Node)> {
         self.entries
             .iter()
             .find(|(k, _)| k.text == name)
             .map(|(k, v)| (k, v))
     }
 
-    fn get(&self, name: &str) -> Option<&'n Node> {
+    pub(super) fn get(&self, name: &str) -> Option<&'n Node> {
         self.get_entry(name).map(|(_, v)| v)
     }
 
-    fn require(&self, ctx: &mut Ctx<'_>, name: &str, what: &str) -> Option<&'n Node> {
+    pub(super) fn require(&self, ctx: &mut Ctx<'_>, name: &str, what: &str) -> Option<&'n Node> {
         let found = self.get(name);
         if found.is_none() {
             ctx.error(self.mark, format!("{what} has no `{name}`"));
@@ -645,7 +698,7 @@ impl<'n> Fields<'n> {
     }
 }
 
-fn fields<'n>(
+pub(super) fn fields<'n>(
     ctx: &mut Ctx<'_>,
     node: &'n Node,
     what: &str,
@@ -681,7 +734,7 @@ fn fields<'n>(
     })
 }
 
-fn string<'n>(ctx: &mut Ctx<'_>, node: &'n Node, field: &str) -> Option<&'n str> {
+pub(super) fn string<'n>(ctx: &mut Ctx<'_>, node: &'n Node, field: &str) -> Option<&'n str> {
     match &node.value {
         Value::Scalar { text, .. } if !node.is_null() => Some(text),
         _ => {
@@ -694,7 +747,7 @@ fn string<'n>(ctx: &mut Ctx<'_>, node: &'n Node, field: &str) -> Option<&'n str>
     }
 }
 
-fn boolean(ctx: &mut Ctx<'_>, node: &Node, field: &str) -> Option<bool> {
+pub(super) fn boolean(ctx: &mut Ctx<'_>, node: &Node, field: &str) -> Option<bool> {
     match &node.value {
         Value::Scalar { text, plain: true } if text == "true" => Some(true),
         Value::Scalar { text, plain: true } if text == "false" => Some(false),
@@ -763,7 +816,7 @@ pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 /// A non-empty list, or an error saying what was found instead.
-fn list<'n>(ctx: &mut Ctx<'_>, node: &'n Node, field: &str) -> Option<&'n [Node]> {
+pub(super) fn list<'n>(ctx: &mut Ctx<'_>, node: &'n Node, field: &str) -> Option<&'n [Node]> {
     match &node.value {
         Value::Seq(items) if items.is_empty() => {
             ctx.error(
@@ -794,7 +847,11 @@ fn list<'n>(ctx: &mut Ctx<'_>, node: &'n Node, field: &str) -> Option<&'n [Node]
 }
 
 /// A non-empty list of strings; an entry listed twice is a warning.
-fn strings<'n>(ctx: &mut Ctx<'_>, node: &'n Node, field: &str) -> Option<Vec<(Mark, &'n str)>> {
+pub(super) fn strings<'n>(
+    ctx: &mut Ctx<'_>,
+    node: &'n Node,
+    field: &str,
+) -> Option<Vec<(Mark, &'n str)>> {
     let items = list(ctx, node, field)?;
     let mut out: Vec<(Mark, &str)> = Vec::with_capacity(items.len());
     // A map, so a long list is not checked for repeats in quadratic time.
@@ -820,7 +877,12 @@ fn strings<'n>(ctx: &mut Ctx<'_>, node: &'n Node, field: &str) -> Option<Vec<(Ma
     ok.then_some(out)
 }
 
-fn globs(ctx: &mut Ctx<'_>, node: &Node, field: &str, kind: NameKind) -> Option<Vec<Glob>> {
+pub(super) fn globs(
+    ctx: &mut Ctx<'_>,
+    node: &Node,
+    field: &str,
+    kind: NameKind,
+) -> Option<Vec<Glob>> {
     let items = strings(ctx, node, field)?;
     let mut out = Vec::with_capacity(items.len());
     let mut ok = true;
@@ -837,7 +899,7 @@ fn globs(ctx: &mut Ctx<'_>, node: &Node, field: &str, kind: NameKind) -> Option<
 }
 
 /// Levenshtein distance, for "did you mean" hints on short field names.
-fn edit_distance(a: &str, b: &str) -> usize {
+pub(super) fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().take(64).collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().take(64).enumerate() {

@@ -2,6 +2,7 @@
 //! decisions, and named by a version (a hash of its files) that audit events carry.
 
 use std::{
+    collections::HashMap,
     fmt, fs,
     io::Read,
     path::{Path, PathBuf},
@@ -13,6 +14,7 @@ use sha2::{Digest, Sha256};
 use super::{
     content::ContentRule,
     lint,
+    masking::{FetchMasking, MaskStage, MaskingRule, RevealRefusal},
     model::{AccessRule, BlockRule, Effect, RuleRef},
     schema::{self, Budget, Ctx},
     Check, Operation, PolicyError, PolicyErrors, Resource, ResourceKind, Subject,
@@ -20,8 +22,11 @@ use super::{
 
 /// Largest policy file read; a bigger one is an error, never a memory hazard.
 pub const MAX_FILE_BYTES: usize = 1 << 20;
-/// Most rules (access and blocking together) in one directory.
+/// Most rules (access, blocking and masking together) in one directory.
 pub const MAX_RULES: usize = 10_000;
+/// Most masking rules in one directory: the proxy walks them for every produced and fetched
+/// partition.
+pub const MAX_MASKING_RULES: usize = 1_000;
 /// Most policy files in one directory.
 pub const MAX_FILES: usize = 1_000;
 
@@ -116,6 +121,16 @@ pub struct PolicySet {
     files: usize,
     rules: Vec<AccessRule>,
     blocks: Vec<BlockRule>,
+    /// Every masking rule, in file order (files by name, rules as written).
+    masks: Vec<Arc<MaskingRule>>,
+    /// The produce rules of `masks`, in the same order.
+    produce_masks: Vec<Arc<MaskingRule>>,
+    /// The produce rules with a `reveal` list, in the same order.
+    revealing_masks: Vec<Arc<MaskingRule>>,
+    /// The fetch rules of `masks`, in the same order.
+    fetch_masks: Vec<Arc<MaskingRule>>,
+    /// Rule name → index in `masks`, for reveals by token scope.
+    mask_names: HashMap<Arc<str>, usize>,
     /// For each (operation, resource kind): the rules that can match, deny rules first, then
     /// approve, then allow, so the first match decides.
     index: Vec<Vec<u32>>,
@@ -177,6 +192,11 @@ impl PolicySet {
             files: 0,
             rules: Vec::new(),
             blocks: Vec::new(),
+            masks: Vec::new(),
+            produce_masks: Vec::new(),
+            revealing_masks: Vec::new(),
+            fetch_masks: Vec::new(),
+            mask_names: HashMap::new(),
             index: vec![Vec::new(); Operation::ALL.len() * KINDS],
             warnings: Vec::new(),
         }
@@ -191,9 +211,9 @@ impl PolicySet {
         self.files
     }
 
-    /// Access and blocking rules.
+    /// Access, blocking and masking rules.
     pub fn rule_count(&self) -> usize {
-        self.rules.len() + self.blocks.len()
+        self.rules.len() + self.blocks.len() + self.masks.len()
     }
 
     pub fn warnings(&self) -> &[PolicyError] {
@@ -302,6 +322,65 @@ impl PolicySet {
             out.content.extend(block.content.iter().cloned());
         }
         out
+    }
+}
+
+impl PolicySet {
+    /// Some masking rule exists: without one, the proxy skips every masking step.
+    pub fn masks_anything(&self) -> bool {
+        !self.masks.is_empty()
+    }
+
+    /// Every masking rule, in file order.
+    pub fn masking_rules(&self) -> &[Arc<MaskingRule>] {
+        &self.masks
+    }
+
+    /// The produce rules covering `topic`, in file order (files by name, rules as written): the
+    /// order they rewrite a produced record in. Allocates nothing when none applies.
+    pub fn produce_masking(&self, topic: &str) -> Vec<Arc<MaskingRule>> {
+        self.produce_masks
+            .iter()
+            .filter(|r| r.applies_to(topic))
+            .cloned()
+            .collect()
+    }
+
+    /// What a fetch of `topic` by `subject` needs: the produce rules whose tokens it gets back
+    /// as the original values (they tokenize and their `reveal` matches), then the fetch rules
+    /// that mask what it receives (their `subjects` match), each in file order. Allocates
+    /// nothing when neither applies.
+    pub fn fetch_masking(&self, topic: &str, subject: &Subject<'_>) -> FetchMasking {
+        let mut out = FetchMasking::default();
+        if !self.masks_anything() {
+            return out;
+        }
+        for r in &self.revealing_masks {
+            if r.applies_to(topic) && r.reveals_to(subject) {
+                out.reveal.push(r.clone());
+            }
+        }
+        for r in &self.fetch_masks {
+            if r.applies_to(topic) && r.masks_fetch_of(subject) {
+                out.mask.push(r.clone());
+            }
+        }
+        out
+    }
+
+    /// For `interceptor detokenize`: the produce rule named `rule` (the part of a token's
+    /// scope `rule/selector` before the `/`), when `subject` is in its `reveal` list.
+    pub fn may_reveal(&self, rule: &str, subject: &Subject<'_>) -> Result<RuleRef, RevealRefusal> {
+        let Some(r) = self.mask_names.get(rule).and_then(|&i| self.masks.get(i)) else {
+            return Err(RevealRefusal::UnknownRule(rule.to_string()));
+        };
+        if r.stage != MaskStage::Produce || !r.tokenizes() {
+            return Err(RevealRefusal::NoTokens(r.at.clone()));
+        }
+        if !r.reveals_to(subject) {
+            return Err(RevealRefusal::NotRevealed(r.at.clone()));
+        }
+        Ok(r.at.clone())
     }
 }
 
@@ -434,9 +513,10 @@ fn compile_with(
 ) -> Report {
     files.sort_by(|a, b| a.0.cmp(&b.0));
     let mut warnings = Vec::new();
-    let mut budget = Budget::new(MAX_RULES);
+    let mut budget = Budget::new(MAX_RULES, MAX_MASKING_RULES);
     let mut rules = Vec::new();
     let mut blocks = Vec::new();
+    let mut masks = Vec::new();
     for (path, src) in &files {
         let file: Arc<str> = path.to_string_lossy().into();
         if src.len() > MAX_FILE_BYTES {
@@ -457,9 +537,10 @@ fn compile_with(
         let parsed = schema::parse_file(&mut ctx, src);
         rules.extend(parsed.access);
         blocks.extend(parsed.blocks);
+        masks.extend(parsed.masks);
     }
     if whole_set_checks {
-        lint::check_set(&rules, &blocks, &mut errors);
+        lint::check_set(&rules, &blocks, &masks, &mut errors);
     }
     if rules.is_empty() {
         warnings.push(PolicyError::new(
@@ -496,11 +577,25 @@ fn compile_with(
             }
         }
     }
+    let masks: Vec<Arc<MaskingRule>> = masks.into_iter().map(Arc::new).collect();
+    let staged = |stage: MaskStage| -> Vec<Arc<MaskingRule>> {
+        masks.iter().filter(|r| r.stage == stage).cloned().collect()
+    };
+    let mut mask_names = HashMap::with_capacity(masks.len());
+    for (i, r) in masks.iter().enumerate() {
+        // Names are unique once the whole-set checks passed; without them the first wins.
+        mask_names.entry(r.at.name.clone()).or_insert(i);
+    }
     let set = PolicySet {
         version: version_of(&files),
         files: files.len(),
         rules,
         blocks,
+        produce_masks: staged(MaskStage::Produce),
+        revealing_masks: masks.iter().filter(|r| r.has_reveal()).cloned().collect(),
+        fetch_masks: staged(MaskStage::Fetch),
+        masks,
+        mask_names,
         index,
         warnings: warnings.clone(),
     };

@@ -121,3 +121,23 @@ fn the_documented_explain_output_is_real() {
     let body = text.split_once('\n').unwrap().1;
     assert_eq!(body, expected);
 }
+
+#[test]
+fn the_documented_masking_explain_output_is_real() {
+    let doc = doc();
+    let marker = "```text\nmasking of the records fetched:\n";
+    let start = doc.find(marker).unwrap() + "```text\n".len();
+    let expected = &doc[start..start + doc[start..].find("```").unwrap()];
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    let text = crate::policy::cli::explain(
+        &dir,
+        "ann",
+        &["analysts".into()],
+        Some("analytics-1"),
+        "127.0.0.1".parse().unwrap(),
+        crate::policy::Operation::Consume,
+        crate::policy::Resource::topic("payments.eu"),
+    )
+    .unwrap();
+    assert!(text.ends_with(expected), "{text}");
+}

@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 
 use super::Who;
-use crate::policy::{cli, Check, Operation, PolicySet, Resource};
+use crate::{
+    mask::{Action, Detector, Payload},
+    policy::{cli, Check, MaskStage, MaskingRule, Operation, PolicySet, Resource, RevealRefusal},
+};
 
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../policies")
@@ -31,7 +34,7 @@ fn decides(
 fn the_examples_load_without_warnings() {
     let set = PolicySet::load_dir(&dir()).unwrap_or_else(|e| panic!("{e}"));
     assert!(set.warnings().is_empty(), "{:?}", set.warnings());
-    assert_eq!(set.file_count(), 5);
+    assert_eq!(set.file_count(), 6);
     let (report, ok) = cli::check(&dir());
     assert!(ok, "{report}");
     assert!(report.contains("ignored: README.md"), "{report}");
@@ -208,4 +211,133 @@ fn explain_on_the_examples() {
     )
     .unwrap();
     assert!(text.contains("never applies to a topic"), "{text}");
+}
+
+fn names(rules: &[std::sync::Arc<MaskingRule>]) -> Vec<&str> {
+    rules.iter().map(|r| &*r.at.name).collect()
+}
+
+#[test]
+fn the_example_masking_rules() {
+    let set = PolicySet::load_dir(&dir()).unwrap();
+    // Card numbers are tokenized on produce, for every producer, on every payments topic.
+    assert_eq!(
+        names(&set.produce_masking("payments.cards")),
+        ["card-numbers"]
+    );
+    assert_eq!(names(&set.produce_masking("payments.eu")), ["card-numbers"]);
+    assert!(set.produce_masking("orders.eu").is_empty());
+    let cards = &set.produce_masking("payments.cards")[0];
+    assert!(cards.tokenizes());
+    let spec = cards.rule.spec();
+    assert_eq!(spec.fields[0].path, "$.card.number");
+    assert_eq!(
+        spec.fields[0].action,
+        Action::Tokenize {
+            format_preserving: true
+        }
+    );
+    assert_eq!(spec.fields[1].action, Action::Hash);
+    assert_eq!(spec.detectors[0].detector, Detector::CreditCard);
+
+    // The ledger gets the card numbers back; payments admins may detokenize.
+    let ledger = Who::new("svc-ledger", &[]);
+    let m = set.fetch_masking("payments.eu", &ledger.subject());
+    assert_eq!(
+        (names(&m.reveal), names(&m.mask)),
+        (vec!["card-numbers"], vec![])
+    );
+    assert!(set
+        .may_reveal(
+            "card-numbers",
+            &Who::new("pia", &["payments-admins"]).subject()
+        )
+        .is_ok());
+    // Other consumers of payments topics see the tokens.
+    let svc = Who::new("svc-payments", &[]);
+    assert!(set.fetch_masking("payments.eu", &svc.subject()).is_empty());
+    assert!(matches!(
+        set.may_reveal("card-numbers", &svc.subject()),
+        Err(RevealRefusal::NotRevealed(_))
+    ));
+
+    // Analysts: customer fields masked on fetch, on customer and payment topics.
+    let analyst = Who::new("ann", &["analysts"]).client("analytics-daily");
+    let m = set.fetch_masking("customers.emails", &analyst.subject());
+    assert_eq!(
+        (names(&m.reveal), names(&m.mask)),
+        (vec![], vec!["analysts-customer-view"])
+    );
+    assert_eq!(m.mask[0].stage, MaskStage::Fetch);
+    let m = set.fetch_masking("payments.eu", &analyst.subject());
+    assert_eq!(names(&m.mask), ["analysts-customer-view"]);
+    assert!(set
+        .fetch_masking("orders.eu", &analyst.subject())
+        .is_empty());
+    assert!(matches!(
+        set.may_reveal("analysts-customer-view", &analyst.subject()),
+        Err(RevealRefusal::NoTokens(_))
+    ));
+
+    // Logs: bytes, value and headers, detectors only.
+    let logs = set.produce_masking("logs.app");
+    assert_eq!(names(&logs), ["log-secrets"]);
+    let spec = logs[0].rule.spec();
+    assert_eq!(spec.payload, Payload::Any);
+    assert!(spec.parts.value && spec.parts.headers && !spec.parts.key);
+    assert!(!logs[0].tokenizes());
+}
+
+#[test]
+fn explain_shows_the_masking() {
+    let explain = |who: &str, groups: &[&str], client: Option<&str>, op, topic| {
+        let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        cli::explain(
+            &dir(),
+            who,
+            &groups,
+            client,
+            "10.0.0.1".parse().unwrap(),
+            op,
+            Resource::topic(topic),
+        )
+        .unwrap()
+    };
+    let text = explain("svc-payments", &[], None, Operation::Produce, "payments.eu");
+    assert!(
+        text.ends_with(
+            "masking before the broker stores the records:\n  \
+             mask    card-numbers (35-payments-masking.yaml:5): $.card.number tokenize, \
+             $.customer.email hash, detector credit_card tokenize\n"
+        ),
+        "{text}"
+    );
+    let text = explain("svc-ledger", &[], None, Operation::Consume, "payments.eu");
+    assert!(
+        text.contains("masking of the records fetched:\n  reveal  card-numbers ("),
+        "{text}"
+    );
+    let text = explain(
+        "ann",
+        &["analysts"],
+        Some("analytics-1"),
+        Operation::Consume,
+        "payments.eu",
+    );
+    assert!(text.contains("  stored  card-numbers ("), "{text}");
+    assert!(
+        text.contains("  mask    analysts-customer-view (35-payments-masking.yaml:32): "),
+        "{text}"
+    );
+    // A refused request moves no records: no masking is shown.
+    let text = explain(
+        "ann",
+        &["analysts"],
+        Some("kcat"),
+        Operation::Consume,
+        "payments.eu",
+    );
+    // (The first line names the directory, whose path may say anything.)
+    let body = text.split_once('\n').unwrap().1;
+    assert!(!body.contains("masking"), "{text}");
 }

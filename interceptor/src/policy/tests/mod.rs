@@ -5,6 +5,7 @@ mod decisions;
 mod docs;
 mod errors;
 mod examples;
+mod masking;
 mod property;
 mod version;
 
