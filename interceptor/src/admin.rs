@@ -1,7 +1,9 @@
 //! The local admin socket: `interceptor status` asks the running daemon what it is doing.
 //!
 //! A Unix socket (mode 0600, so only root and the daemon's user can ask) speaking just enough
-//! HTTP/1.0 for `curl --unix-socket` to work too: `GET /status` answers a JSON document.
+//! HTTP/1.0 for `curl --unix-socket` to work too: `GET /status` answers a JSON document;
+//! `POST /detokenize` with `{"token": …, "access_token": …}` answers a vault token's value to
+//! an identity the policy lets see it (see [`crate::detokenize`]).
 //! (Metrics and health come with the audit issue.)
 
 use std::{
@@ -18,7 +20,10 @@ use tokio::{
     net::{UnixListener, UnixStream},
 };
 
-use crate::policy::watch::{PolicyHandle, ReloadStatus};
+use crate::{
+    detokenize::Detokenizer,
+    policy::watch::{PolicyHandle, ReloadStatus},
+};
 
 #[derive(Debug, Error)]
 pub enum AdminError {
@@ -55,10 +60,12 @@ pub struct PolicyStatus {
     pub reload: ReloadStatus,
 }
 
-/// The parts of the status that do not change while the daemon runs.
+/// The parts of the status that do not change while the daemon runs, and what answers
+/// detokenize requests.
 pub struct StatusSource {
     pub base: Status,
     pub policy: PolicyHandle,
+    pub detokenizer: Option<Arc<Detokenizer>>,
 }
 
 impl StatusSource {
@@ -115,39 +122,31 @@ pub fn serve(path: &Path, source: StatusSource) -> Result<tokio::task::JoinHandl
     }))
 }
 
-/// Largest request read; anything longer is not a status request.
+/// Largest request head read; anything longer is not a request of ours.
 const MAX_REQUEST: usize = 4096;
+/// Largest request body: a token and an access token.
+const MAX_BODY: usize = 64 * 1024;
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 async fn answer(mut stream: UnixStream, source: &StatusSource) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(256);
-    let read = tokio::time::timeout(ANSWER_TIMEOUT, async {
-        let mut chunk = [0u8; 512];
-        while !buf.windows(4).any(|w| w == b"\r\n\r\n") && !buf.windows(2).any(|w| w == b"\n\n") {
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 || buf.len() + n > MAX_REQUEST {
-                break;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        Ok::<_, std::io::Error>(())
-    })
-    .await;
-    if !matches!(read, Ok(Ok(()))) {
+    let Some((head, body)) = read_request(&mut stream).await else {
         return Ok(());
-    }
-    let first_line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
-    let first_line = String::from_utf8_lossy(first_line);
+    };
+    let first_line = head.lines().next().unwrap_or_default().to_owned();
     let mut parts = first_line.split_whitespace();
     let (status, body) = match (parts.next(), parts.next()) {
         (Some("GET"), Some("/status")) => match serde_json::to_string_pretty(&source.now()) {
             Ok(json) => ("200 OK", json),
             Err(e) => (
                 "500 Internal Server Error",
-                format!("{{\"error\":\"{e}\"}}"),
+                serde_json::json!({ "error": e.to_string() }).to_string(),
             ),
         },
-        _ => ("404 Not Found", "{\"error\":\"GET /status\"}".to_owned()),
+        (Some("POST"), Some("/detokenize")) => detokenize(source, &body).await,
+        _ => (
+            "404 Not Found",
+            "{\"error\":\"GET /status or POST /detokenize\"}".to_owned(),
+        ),
     };
     let response = format!(
         "HTTP/1.0 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
@@ -157,18 +156,110 @@ async fn answer(mut stream: UnixStream, source: &StatusSource) -> std::io::Resul
     stream.shutdown().await
 }
 
+/// The request head and body (`content-length` bytes, at most [`MAX_BODY`]); `None` for a
+/// request too long, cut short or too slow.
+async fn read_request(stream: &mut UnixStream) -> Option<(String, Vec<u8>)> {
+    let read = tokio::time::timeout(ANSWER_TIMEOUT, async {
+        let mut buf = Vec::with_capacity(512);
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            if let Some(at) = find(&buf, b"\r\n\r\n") {
+                break at + 4;
+            }
+            if let Some(at) = find(&buf, b"\n\n") {
+                break at + 2;
+            }
+            let n = stream.read(&mut chunk).await.ok()?;
+            if n == 0 || buf.len() + n > MAX_REQUEST + MAX_BODY {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if find(&buf, b"\n\n").is_none() && find(&buf, b"\r\n\r\n").is_none() && buf.len() > MAX_REQUEST {
+                return None;
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let length = head
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        if length > MAX_BODY {
+            return None;
+        }
+        let mut body = buf.split_off(head_end);
+        while body.len() < length {
+            let n = stream.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+        body.truncate(length);
+        Some((head, body))
+    })
+    .await;
+    read.ok().flatten()
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[derive(serde::Deserialize)]
+struct DetokenizeRequest {
+    token: String,
+    access_token: String,
+}
+
+async fn detokenize(source: &StatusSource, body: &[u8]) -> (&'static str, String) {
+    let error = |status, message: String| (status, serde_json::json!({ "error": message }).to_string());
+    let Some(detokenizer) = &source.detokenizer else {
+        return error("503 Service Unavailable", "detokenize is not available".into());
+    };
+    let request: DetokenizeRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => return error("400 Bad Request", format!("expected {{token, access_token}}: {e}")),
+    };
+    match detokenizer.detokenize(&request.token, &request.access_token).await {
+        Ok(answer) => match serde_json::to_string(&answer) {
+            Ok(json) => ("200 OK", json),
+            Err(e) => error("500 Internal Server Error", e.to_string()),
+        },
+        Err(e) => error(e.status(), e.to_string()),
+    }
+}
+
+/// `interceptor detokenize`: asks the daemon at `path` for `token`'s value, proving who asks
+/// with `access_token`. Returns the daemon's JSON answer, or its error message.
+pub fn query_detokenize(path: &Path, token: &str, access_token: &str) -> Result<String, AdminError> {
+    let body = serde_json::json!({ "token": token, "access_token": access_token }).to_string();
+    let request = format!(
+        "POST /detokenize HTTP/1.0\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    exchange(path, request.as_bytes())
+}
+
 /// `interceptor status`: asks the daemon at `path`, returns its JSON answer.
 pub fn query_status(path: &Path) -> Result<String, AdminError> {
+    exchange(path, b"GET /status HTTP/1.0\r\n\r\n")
+}
+
+/// One request, one answer: the body of a 200, else the error the daemon gave.
+fn exchange(path: &Path, request: &[u8]) -> Result<String, AdminError> {
     use std::io::{Read, Write};
     let io = |source| AdminError::Io {
         path: path.to_owned(),
         source,
     };
     let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(io)?;
-    stream.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(io)?;
+    // Detokenizing may wait for the identity provider's keys and the vault.
     stream
-        .write_all(b"GET /status HTTP/1.0\r\n\r\n")
+        .set_read_timeout(Some(ANSWER_TIMEOUT * 3))
         .map_err(io)?;
+    stream.write_all(request).map_err(io)?;
     let mut response = String::new();
     stream
         .take(16 * 1024 * 1024)
@@ -181,9 +272,14 @@ pub fn query_status(path: &Path) -> Result<String, AdminError> {
         });
     };
     if !head.starts_with("HTTP/1.0 200") {
+        let status = head.lines().next().unwrap_or_default();
+        let error = serde_json::from_str::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or_default();
         return Err(AdminError::Protocol {
             path: path.to_owned(),
-            message: head.lines().next().unwrap_or_default().to_owned(),
+            message: format!("{status}: {error}"),
         });
     }
     Ok(body.to_owned())
@@ -214,6 +310,7 @@ mod tests {
                 },
             },
             policy: PolicyHandle::fixed(PolicySet::empty()),
+            detokenizer: None,
         }
     }
 

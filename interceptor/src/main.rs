@@ -52,6 +52,19 @@ enum Command {
     Policy(PolicyCommand),
     /// Ask the running daemon what it is doing (policy version, listeners).
     Status,
+    /// Print the original value behind a vault token, if the policy lets the caller see it.
+    /// Asks the running daemon; the caller proves who it is with an OIDC access token (from a
+    /// file, or the INTERCEPTOR_ACCESS_TOKEN environment variable), checked against the
+    /// token's masking rule's `reveal` list. Audited.
+    Detokenize {
+        token: String,
+        /// A file holding the access token (kept off the command line and process list).
+        #[arg(long)]
+        access_token_file: Option<PathBuf>,
+    },
+    /// The token vault's keys.
+    #[command(subcommand)]
+    Vault(VaultCommand),
     /// Print the SCRAM credential for a password read from stdin, for `[[identity.user]]`
     /// `credentials` (the password itself is never stored).
     SaslCredential {
@@ -102,6 +115,18 @@ enum PolicyCommand {
     ApiKeys,
 }
 
+#[derive(Subcommand)]
+enum VaultCommand {
+    /// Create a keyring (MAC key and a first encryption key), mode 0600; never overwrites.
+    Init {
+        /// Where to write it (default: the configured vault.key_file).
+        file: Option<PathBuf>,
+    },
+    /// Re-encrypt every stored value under the keyring's current key (after adding a key and
+    /// making it `current`). The embedded store must not be open in a running daemon.
+    Rekey,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ModeArg {
     Ebpf,
@@ -140,6 +165,32 @@ fn main() -> ExitCode {
     if let Command::Policy(command) = &cli.command {
         init_logging(LogFormat::Text);
         return policy_command(command, &cli.config);
+    }
+    if let Command::Vault(VaultCommand::Init { file }) = &cli.command {
+        init_logging(LogFormat::Text);
+        let file = file.clone().unwrap_or_else(|| {
+            Config::load(&cli.config)
+                .map(|c| c.vault.key_file)
+                .unwrap_or_else(|_| PathBuf::from(config::DEFAULT_VAULT_KEYS))
+        });
+        return match interceptor::vault::Keyring::write_new(&file) {
+            Ok(_) => {
+                println!("wrote a new vault keyring to {}", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Command::Detokenize {
+        token,
+        access_token_file,
+    } = &cli.command
+    {
+        init_logging(LogFormat::Text);
+        return detokenize(&cli.config, token, access_token_file.as_deref());
     }
     if let Command::Status = &cli.command {
         init_logging(LogFormat::Text);
@@ -192,7 +243,66 @@ fn execute(command: Command, config: Config) -> Result<()> {
             runtime.block_on(daemon::run(config, mode))
         }
         Command::Detach => daemon::detach(&config),
-        Command::SaslCredential { .. } | Command::Policy(_) | Command::Status => Ok(()),
+        Command::Vault(VaultCommand::Rekey) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let rekeyed = runtime.block_on(async {
+                let vault = interceptor::vault::Vault::open(&daemon::vault_config(&config.vault))
+                    .await?;
+                vault.rekey().await
+            })?;
+            println!("re-encrypted {rekeyed} value(s) under the current key");
+            Ok(())
+        }
+        Command::SaslCredential { .. }
+        | Command::Policy(_)
+        | Command::Status
+        | Command::Detokenize { .. }
+        | Command::Vault(VaultCommand::Init { .. }) => Ok(()),
+    }
+}
+
+/// `interceptor detokenize`: the value on stdout (text, or `base64:` and the bytes).
+fn detokenize(
+    config_path: &std::path::Path,
+    token: &str,
+    access_token_file: Option<&std::path::Path>,
+) -> ExitCode {
+    let access_token = match access_token_file {
+        Some(file) => std::fs::read_to_string(file)
+            .map(|t| t.trim().to_owned())
+            .map_err(|e| format!("reading {}: {e}", file.display())),
+        None => std::env::var("INTERCEPTOR_ACCESS_TOKEN").map_err(|_| {
+            "give an access token: --access-token-file or INTERCEPTOR_ACCESS_TOKEN".to_owned()
+        }),
+    };
+    let access_token = match access_token {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let socket = Config::load(config_path)
+        .map(|c| c.admin.socket)
+        .unwrap_or_else(|_| PathBuf::from(config::DEFAULT_ADMIN_SOCKET));
+    let answer = admin::query_detokenize(&socket, token, &access_token)
+        .map_err(|e| e.to_string())
+        .and_then(|json| serde_json::from_str::<serde_json::Value>(&json).map_err(|e| e.to_string()));
+    match answer {
+        Ok(v) => {
+            match (v["value"].as_str(), v["value_base64"].as_str()) {
+                (Some(text), _) => println!("{text}"),
+                (None, Some(b64)) => println!("base64:{b64}"),
+                _ => println!("{v}"),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

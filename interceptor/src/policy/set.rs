@@ -368,6 +368,13 @@ impl PolicySet {
         out
     }
 
+    /// Whether any fetch by `subject` can need rewriting (some reveal or fetch rule names it):
+    /// when not, its Fetch responses stream through without being read whole.
+    pub fn fetch_masking_possible(&self, subject: &Subject<'_>) -> bool {
+        self.revealing_masks.iter().any(|r| r.reveals_to(subject))
+            || self.fetch_masks.iter().any(|r| r.masks_fetch_of(subject))
+    }
+
     /// For `interceptor detokenize`: the produce rule named `rule` (the part of a token's
     /// scope `rule/selector` before the `/`), when `subject` is in its `reveal` list.
     pub fn may_reveal(&self, rule: &str, subject: &Subject<'_>) -> Result<RuleRef, RevealRefusal> {

@@ -11,12 +11,19 @@ use std::{
     sync::{Arc, Mutex, MutexGuard},
 };
 
-use super::auth::Identity;
+use super::{
+    auth::Identity,
+    masking::{
+        fetch::Consumer,
+        produce::{mask_partition, Counters, MaskedPartition},
+        Masking,
+    },
+};
 use crate::{
     audit::AuditEvent,
     kafka::{
         authz::table::api_name,
-        records::{self, RecordLimits},
+        records::{self, RecordLimits, RewriteScratch},
         RequestHeader,
     },
     policy::{
@@ -27,6 +34,7 @@ use crate::{
 pub struct SessionCheck {
     client: SocketAddr,
     record_limits: RecordLimits,
+    masking: Arc<Masking>,
     state: Mutex<State>,
 }
 
@@ -42,6 +50,10 @@ struct State {
     events: Vec<AuditEvent>,
     /// Decompression buffer for content rules, kept across requests.
     scratch: Vec<u8>,
+    /// Produce partitions masked while this request was checked.
+    masked: Vec<MaskedPartition>,
+    /// Buffers for rewriting masked records, kept across requests.
+    rewrite_scratch: RewriteScratch,
 }
 
 impl SessionCheck {
@@ -50,10 +62,12 @@ impl SessionCheck {
         client: SocketAddr,
         policy: Arc<ActivePolicy>,
         record_limits: RecordLimits,
+        masking: Arc<Masking>,
     ) -> Self {
         Self {
             client,
             record_limits,
+            masking,
             state: Mutex::new(State {
                 session,
                 client,
@@ -65,6 +79,8 @@ impl SessionCheck {
                 correlation_id: 0,
                 events: Vec::new(),
                 scratch: Vec::new(),
+                masked: Vec::new(),
+                rewrite_scratch: RewriteScratch::default(),
             }),
         }
     }
@@ -97,6 +113,60 @@ impl SessionCheck {
     pub fn take_events(&self) -> (Vec<AuditEvent>, Arc<str>) {
         let mut s = self.state();
         (std::mem::take(&mut s.events), Arc::clone(&s.policy.version))
+    }
+
+    /// The produce partitions masked while the last request was checked.
+    pub(crate) fn take_masked(&self) -> Vec<MaskedPartition> {
+        std::mem::take(&mut self.state().masked)
+    }
+
+    /// Who the session is now, for masking its fetches.
+    pub(crate) fn consumer(&self, session: u64) -> Consumer {
+        let s = self.state();
+        Consumer {
+            session,
+            client: self.client,
+            principal: s.principal.clone(),
+            groups: s.groups.clone(),
+            client_id: s.client_id.clone(),
+            source: self.client.ip(),
+        }
+    }
+
+    pub(crate) fn masking(&self) -> &Arc<Masking> {
+        &self.masking
+    }
+
+    /// Masks a partition's records if the topic has produce rules; POLICY_VIOLATION when a
+    /// rule refuses them.
+    fn mask_records(s: &mut State, masking: &Masking, topic: &str, partition: i32, records: &[u8]) -> Check {
+        let rules = s.policy.set.produce_masking(topic);
+        if rules.is_empty() {
+            return Check::Allowed;
+        }
+        let mut scratch = std::mem::take(&mut s.rewrite_scratch);
+        let masked = mask_partition(masking, rules, records, &Counters::new(), &mut scratch);
+        s.rewrite_scratch = scratch;
+        match masked {
+            Ok(state) => {
+                s.masked.push(MaskedPartition {
+                    topic: topic.to_owned(),
+                    partition,
+                    state,
+                });
+                Check::Allowed
+            }
+            Err(refusal) => {
+                s.record(
+                    Operation::Produce,
+                    Resource::topic(topic),
+                    Check::Violation,
+                    Some(&refusal.rule),
+                    Some(format!("partition {partition}: {}", refusal.detail)),
+                );
+                Check::Violation
+            }
+        }
     }
 }
 
@@ -156,13 +226,13 @@ impl AccessCheck for SessionCheck {
             && limits.max_record_bytes.is_none()
             && limits.content.is_empty()
         {
-            return Check::Allowed;
+            return Self::mask_records(&mut s, &self.masking, topic, partition, records);
         }
         let mut scratch = std::mem::take(&mut s.scratch);
         let verdict = inspect(records, &limits, &self.record_limits, &mut scratch);
         s.scratch = scratch;
         match verdict {
-            None => Check::Allowed,
+            None => Self::mask_records(&mut s, &self.masking, topic, partition, records),
             Some((rule, detail)) => {
                 let detail = format!("partition {partition}: {detail}");
                 s.record(

@@ -2,11 +2,18 @@
 //! each request, the protocol layer's [`authz::authorize`], and the decisions handed to the
 //! audit log before the request's effect (forwarding or answering) happens.
 
-use std::sync::Arc;
+use std::{net::SocketAddr, sync::Arc};
 
 use bytes::Bytes;
 
-use super::{access::SessionCheck, auth::Identity};
+use super::{
+    access::SessionCheck,
+    auth::Identity,
+    masking::{
+        fetch::FetchRewrite,
+        produce::{self, Sender},
+    },
+};
 use crate::{
     audit::AuditLog,
     kafka::{
@@ -14,10 +21,13 @@ use crate::{
         inflight::AsyncRewrite,
         RequestHeader,
     },
-    policy::{watch::PolicyHandle, AccessCheck},
+    kafka::transform::{FETCH, SHARE_FETCH},
+    policy::{watch::PolicyHandle, AccessCheck, Subject},
 };
 
 pub struct RequestAuthz {
+    session: u64,
+    client: SocketAddr,
     check: Arc<SessionCheck>,
     as_dyn: Arc<dyn AccessCheck>,
     state: ConnectionState,
@@ -29,6 +39,7 @@ pub struct RequestAuthz {
 
 impl RequestAuthz {
     pub fn new(
+        (session, client): (u64, SocketAddr),
         check: Arc<SessionCheck>,
         topic_ids: Arc<TopicIds>,
         policy: PolicyHandle,
@@ -36,6 +47,8 @@ impl RequestAuthz {
         audit: AuditLog,
     ) -> Self {
         Self {
+            session,
+            client,
             as_dyn: Arc::clone(&check) as Arc<dyn AccessCheck>,
             check,
             state: ConnectionState::default(),
@@ -65,7 +78,18 @@ impl RequestAuthz {
     ) -> Result<(Outcome, Option<AsyncRewrite>), AuthzError> {
         let policy = self.policy.current();
         let generation = policy.generation;
-        self.check.begin(policy, identity, header);
+        let version = Arc::clone(&policy.version);
+        let fetch_masking = matches!(header.api_key, FETCH | SHARE_FETCH)
+            && policy.set.fetch_masking_possible(&Subject {
+                principal: &identity.principal,
+                groups: &identity.groups,
+                client_id: header
+                    .client_id
+                    .as_deref()
+                    .and_then(|c| std::str::from_utf8(c).ok()),
+                source: self.client.ip(),
+            });
+        self.check.begin(Arc::clone(&policy), identity, header);
         let outcome = authz::authorize(
             &authz::Request { header, frame },
             &mut Context {
@@ -77,7 +101,44 @@ impl RequestAuthz {
             },
         );
         flush(&self.check, &self.audit).await;
-        outcome.map(|o| (o, None))
+        let masked = self.check.take_masked();
+        let outcome = match outcome {
+            Ok(outcome) if !masked.is_empty() => {
+                let sender = Sender {
+                    session: self.session,
+                    client: self.client,
+                    principal: &identity.principal,
+                    correlation_id: header.correlation_id,
+                    policy_version: version,
+                };
+                produce::finish(
+                    self.check.masking(),
+                    &sender,
+                    header,
+                    frame,
+                    outcome,
+                    masked,
+                    &self.topic_ids,
+                    &self.audit,
+                )
+                .await
+            }
+            other => other,
+        };
+        let then = fetch_masking.then(|| {
+            FetchRewrite {
+                masking: Arc::clone(self.check.masking()),
+                policy,
+                consumer: self.check.consumer(self.session),
+                api_key: header.api_key,
+                api_version: header.api_version,
+                correlation_id: header.correlation_id,
+                topic_ids: Arc::clone(&self.topic_ids),
+                audit: self.audit.clone(),
+            }
+            .into_filter()
+        });
+        outcome.map(|o| (o, then))
     }
 }
 

@@ -3,6 +3,7 @@
 mod access;
 mod auth;
 mod authorize;
+mod masking;
 mod relay;
 mod session;
 mod upstream;
@@ -20,6 +21,7 @@ use tokio::{
 };
 
 pub use auth::Authenticator;
+pub use masking::Masking;
 pub use session::{Router, SessionContext};
 
 /// Serves `listeners` until `shutdown` turns true, then ends every session and returns the

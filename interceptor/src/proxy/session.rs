@@ -58,6 +58,8 @@ pub struct SessionContext {
     pub policy: PolicyHandle,
     /// Topic ids learnt from Metadata responses, for requests that name topics by id.
     pub topic_ids: Arc<TopicIds>,
+    /// Masking rules' shared parts: the vault and the rewrite limits.
+    pub masking: Arc<super::Masking>,
 }
 
 /// The client id the interceptor's own SASL requests carry (visible in broker logs).
@@ -181,8 +183,10 @@ pub async fn serve(
             max_decompressed_bytes: policy_config.max_decompressed_batch_bytes,
             max_records_per_batch: policy_config.max_records_per_batch,
         },
+        Arc::clone(&ctx.masking),
     ));
     let mut authz = RequestAuthz::new(
+        (session, client_addr.0),
         check,
         Arc::clone(&ctx.topic_ids),
         ctx.policy.clone(),
