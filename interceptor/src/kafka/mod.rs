@@ -10,6 +10,7 @@ pub mod inflight;
 pub mod produce;
 pub mod records;
 pub mod sasl;
+pub mod transform;
 mod wire;
 
 pub use frame::{split_frame, FrameError};
