@@ -19,12 +19,15 @@ use tokio::{
 use crate::{
     admin::{self, PolicyStatus, Status, StatusSource},
     audit::{AuditEvent, AuditLog, JsonLinesFile},
-    config::{Config, UpstreamMechanism},
+    config::{Config, UpstreamMechanism, VaultBackend, VaultSettings},
+    detokenize::Detokenizer,
     ebpf::{self, ExemptRegistry, Steering},
     filter::FilterChain,
-    kafka::{authz::TopicIds, sasl::secrets},
+    kafka::{authz::TopicIds, records::RecordLimits, sasl::secrets},
+    mask::Action,
     policy::{self, PolicySet},
     proxy::{self, Router, SessionContext},
+    vault::{Backend, Vault, VaultConfig},
 };
 
 /// How connections reach the daemon.
@@ -34,6 +37,53 @@ pub enum Mode {
     Ebpf,
     /// Development: a plain listener on this address, no kernel programs.
     Listen(SocketAddr),
+}
+
+/// The vault settings as the vault takes them.
+pub fn vault_config(settings: &VaultSettings) -> VaultConfig {
+    VaultConfig {
+        backend: match settings.backend {
+            VaultBackend::Embedded => Backend::Embedded {
+                path: settings.path.clone(),
+            },
+            VaultBackend::Postgres => Backend::Postgres {
+                url: settings.postgres_url.clone(),
+                password_file: settings.postgres_password_file.clone(),
+            },
+        },
+        key_file: settings.key_file.clone(),
+        cache_entries: settings.cache_entries,
+        timeout: std::time::Duration::from_millis(settings.timeout_ms),
+    }
+}
+
+/// The vault, when its keyring exists. A keyring that exists but cannot be used stops the
+/// daemon (its tokens could not be made or read); no keyring is allowed, and masking rules
+/// that hash or tokenize then refuse what they cover.
+async fn open_vault(settings: &VaultSettings, policy: &PolicySet) -> Result<Option<Vault>> {
+    let needs_keys = policy.masking_rules().iter().any(|r| {
+        let spec = r.rule.spec();
+        spec.fields
+            .iter()
+            .map(|f| &f.action)
+            .chain(spec.detectors.iter().map(|d| &d.action))
+            .any(|a| matches!(a, Action::Hash | Action::Tokenize { .. }))
+    });
+    if !settings.key_file.exists() {
+        if needs_keys {
+            tracing::error!(
+                key_file = %settings.key_file.display(),
+                "masking rules hash or tokenize but there is no vault keyring: the records they \
+                 cover are refused until one exists (`interceptor vault init`) and the daemon restarts"
+            );
+        }
+        return Ok(None);
+    }
+    let vault = Vault::open(&vault_config(settings))
+        .await
+        .context("opening the token vault")?;
+    tracing::info!(status = ?vault.status(), "token vault open");
+    Ok(Some(vault))
 }
 
 pub async fn run(config: Config, mode: Mode) -> Result<()> {
@@ -74,6 +124,7 @@ pub async fn run(config: Config, mode: Mode) -> Result<()> {
         dir = %config.policy.dir.display(),
         "policy loaded"
     );
+    let vault = open_vault(&config.vault, &initial).await?;
     let (audit, audit_writer) =
         AuditLog::start(JsonLinesFile::open(&config.audit.file)?, config.audit.queue);
     let rescan = (config.policy.rescan_secs > 0)
@@ -135,6 +186,14 @@ pub async fn run(config: Config, mode: Mode) -> Result<()> {
         broker_credentials,
         policy: policy.clone(),
         topic_ids: Arc::new(TopicIds::new(config.policy.max_topic_ids)),
+        masking: Arc::new(proxy::Masking::new(
+            vault.clone(),
+            config.masking.clone(),
+            RecordLimits {
+                max_decompressed_bytes: config.policy.max_decompressed_batch_bytes,
+                max_records_per_batch: config.policy.max_records_per_batch,
+            },
+        )),
     });
     let admin_task = if config.admin.socket.as_os_str().is_empty() {
         None
@@ -159,7 +218,13 @@ pub async fn run(config: Config, mode: Mode) -> Result<()> {
                     reload: Default::default(),
                 },
             },
-            policy,
+            policy: policy.clone(),
+            detokenizer: Some(Arc::new(Detokenizer {
+                authenticator: Arc::clone(&ctx.authenticator),
+                vault,
+                policy,
+                audit: audit.clone(),
+            })),
         };
         Some(admin::serve(&config.admin.socket, source)?)
     };

@@ -17,6 +17,7 @@ pub mod admin;
 pub mod audit;
 pub mod config;
 pub mod daemon;
+pub mod detokenize;
 pub mod ebpf;
 pub mod filter;
 pub mod identity;
