@@ -44,11 +44,14 @@ pub fn require_postgres() -> bool {
 }
 
 fn find_binaries() -> Result<()> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
+    find_binaries_in(&std::env::var_os("PATH").unwrap_or_default())
+}
+
+fn find_binaries_in(path: &OsStr) -> Result<()> {
     let missing: Vec<&str> = BINARIES
         .iter()
         .copied()
-        .filter(|b| !std::env::split_paths(&path).any(|d| d.join(b).is_file()))
+        .filter(|b| !std::env::split_paths(path).any(|d| d.join(b).is_file()))
         .collect();
     if !missing.is_empty() {
         bail!(
@@ -359,6 +362,15 @@ fn sweep_stale() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_binaries_are_an_error_that_says_how_to_skip() {
+        let err = find_binaries_in(OsStr::new("/nonexistent:/also/not"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("initdb, pg_ctl, postgres"), "{err}");
+        assert!(err.contains("INTERCEPTOR_SKIP_POSTGRES=1"), "{err}");
+    }
 
     #[test]
     fn a_server_starts_accepts_tcp_and_is_gone_after_drop() {
