@@ -548,7 +548,34 @@ async fn measure(vault: &Vault, prefix: &str) -> (Duration, Duration) {
             .collect();
         vault.store(&batch).await.unwrap();
     }
-    (single, started.elapsed() / 10)
+    let batch = started.elapsed() / 10;
+    // Concurrent callers: 8 tasks × 10 one-token stores.
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let v = vault.clone();
+            let prefix = prefix.to_owned();
+            tokio::spawn(async move {
+                for i in 0..10 {
+                    v.store(&[nt(
+                        &format!("{prefix}-conc-{t}-{i}"),
+                        "r/f",
+                        b"0123456789abcdef",
+                    )])
+                    .await
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    eprintln!(
+        "{prefix}: 80 one-token stores from 8 concurrent tasks in {:?}",
+        started.elapsed()
+    );
+    (single, batch)
 }
 
 mod postgres_tests {
