@@ -25,3 +25,4 @@ pub mod kafka;
 pub mod mask;
 pub mod policy;
 pub mod proxy;
+pub mod vault;

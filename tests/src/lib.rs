@@ -32,6 +32,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
 pub mod idp;
+pub mod postgres;
 
 // ---------------------------------------------------------------------------------------------
 // Paths
