@@ -147,6 +147,16 @@ impl PostgresServer {
         self.port
     }
 
+    /// A libpq-style connection string over the unix socket (trusted, no password): reachable
+    /// from any network namespace on this host, unlike 127.0.0.1.
+    pub fn socket_url(&self) -> String {
+        format!(
+            "host={} port={} user=postgres dbname=postgres",
+            self.dir.display(),
+            self.port
+        )
+    }
+
     /// The scratch directory (data directory, socket, log).
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -599,13 +599,14 @@ fn a_postgres_vault_is_shared_by_two_daemons_and_its_outage_refuses_produce() {
     if !require_kernel() {
         return;
     }
-    let mut pg = PostgresServer::start().unwrap_or_else(|e| panic!("postgres: {e:#}"));
+    // Over its unix socket: the daemons run in the test's network namespace.
+    let pg = PostgresServer::start().unwrap_or_else(|e| panic!("postgres: {e:#}"));
     let keys_dir = WorkDir::new("mask-pg-keys").expect("work dir");
     let keys = keys_dir.join("vault.keys");
     init_keys(&keys);
     let vault = format!(
         "[vault]\nbackend = \"postgres\"\npostgres_url = {:?}\nkey_file = {:?}\ntimeout_ms = 1500\n",
-        pg.url(),
+        pg.socket_url(),
         keys.display().to_string()
     );
     let s = stack("mask-pg-a", |_| vault.clone());
@@ -719,7 +720,7 @@ fn a_postgres_vault_is_shared_by_two_daemons_and_its_outage_refuses_produce() {
         })
         .unwrap_or_else(|e| panic!("{e:#}"));
     // Back up: the same record goes through.
-    pg.start_again().expect("restarting postgres");
+    pg.restart().expect("restarting postgres");
     assert_complete(&s.produce("payments", "none", &[new_card], &[]));
     assert_eq!(s.stored("payments").len(), before + 1);
     drop(b);

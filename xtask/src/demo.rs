@@ -20,9 +20,9 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use interceptor_e2e::{
-    audit_summary,
+    audit_summary, broker_storage,
     idp::{Idp, IdpClient, AUDIENCE},
-    kcat, run_client, start_tansu_scram, wire, BrokerUser, DaemonConfig, Interceptor, Lib, Netns,
+    interceptor_bin, kcat, run_client, start_tansu_scram, wire, BrokerUser, DaemonConfig, Interceptor, Lib, Netns,
     PinDir, Proc,
 };
 use serde_json::Value;
@@ -49,6 +49,11 @@ const CLIENT_ID: &str = "orders-app";
 const CLIENT_SECRET: &str = "orders-app-secret";
 const ANALYST_ID: &str = "analytics-app";
 const ANALYST_SECRET: &str = "analytics-app-secret";
+/// The fraud team's service: reads card payments with the card numbers revealed.
+const FRAUD_ID: &str = "fraud-app";
+const FRAUD_SECRET: &str = "fraud-app-secret";
+/// The demo's card payment: a Visa test number, an email, an SSN.
+const CARD: &str = "4111111111111111";
 
 /// The demo's policy directory, one file: what each group may do, and a blocking rule.
 const POLICY: &str = "\
@@ -62,7 +67,7 @@ rules:
     subjects:
       groups: [writers]
     resources:
-      topics: [orders, payments]
+      topics: [orders, payments, cards]
       # itest-unused-*: the demo's readers assign partitions themselves, but librdkafka still
       # looks up the coordinator of the (unused) group they name.
       groups: [\"demo-*\", \"itest-unused-*\"]
@@ -78,14 +83,43 @@ rules:
     operations: [idempotent-write, describe]
 
   - name: analysts-read-orders
-    description: Analysts read orders in their own groups, and nothing else.
+    description: Analysts read orders and card payments in their own groups, and nothing else.
     effect: allow
     subjects:
       groups: [analysts]
     resources:
-      topics: [orders]
+      topics: [orders, cards]
       groups: [\"analytics-*\", \"itest-unused-*\"]
     operations: [consume, describe, commit]
+
+  - name: fraud-reads-cards
+    description: The fraud team reads card payments.
+    effect: allow
+    subjects:
+      groups: [fraud]
+    resources:
+      topics: [cards]
+      groups: [\"itest-unused-*\"]
+    operations: [consume, describe]
+
+masking:
+  - name: card-payments
+    description: >
+      Card numbers become format-preserving vault tokens before the broker stores them
+      (first six and last four kept, Luhn-valid); emails become tokens; SSNs keep their last
+      four. Only the fraud team gets the originals back.
+    topics: [cards]
+    fields:
+      - path: $.card.number
+        action: tokenize
+        format_preserving: true
+      - path: $.customer.email
+        action: tokenize
+      - path: $.customer.ssn
+        action: partial
+        keep_last: 4
+    reveal:
+      groups: [fraud]
 
 blocking:
   - name: no-cloud-keys
@@ -146,7 +180,7 @@ pub fn steps() -> Vec<Step> {
             run: |d| {
                 let v = d.client(
                     Lib::Confluent,
-                    &["admin", "--create", "orders,payments", "--partitions", "3"],
+                    &["admin", "--create", "orders,payments,cards", "--partitions", "3"],
                 )?;
                 Ok(format!(
                     "created {}; partitions {}",
@@ -290,6 +324,112 @@ pub fn steps() -> Vec<Step> {
             },
         },
         Step {
+            title: "a card payment is produced (confluent-kafka, lz4): masked before the broker",
+            run: |d| {
+                let record = serde_json::json!({
+                    "id": "pay-1",
+                    "amount": 42.5,
+                    "card": {"number": CARD, "exp": "12/29"},
+                    "customer": {"email": "alice@example.com", "ssn": "123-45-6789"},
+                });
+                let file = d.dir.join("card-payment.jsonl");
+                let line = serde_json::json!({"key": "pay-1", "value": record.to_string()});
+                fs::write(&file, format!("{line}\n"))?;
+                let file = file.to_string_lossy().into_owned();
+                let v = d.client(
+                    Lib::Confluent,
+                    &["produce-file", "--topic", "cards", "--codec", "lz4", "--records", &file],
+                )?;
+                if v["complete"] != true {
+                    bail!("the payment was not delivered: {v}");
+                }
+                let stored = broker_storage(&d.dir, "cards")?;
+                let value = stored
+                    .first()
+                    .and_then(|r| r["value"].as_str())
+                    .context("nothing stored in the broker")?
+                    .to_owned();
+                if value.contains(CARD) || value.contains("alice@example.com") {
+                    bail!("stored in clear: {value}");
+                }
+                Ok(format!("the broker's own storage (tansu SQLite) holds: {value}"))
+            },
+        },
+        Step {
+            title: "the analyst reads the payment: card number and email stay tokens",
+            run: |d| {
+                let v = d.client_as(
+                    ANALYST_ID,
+                    ANALYST_SECRET,
+                    Lib::Confluent,
+                    &["dump", "--topic", "cards", "--count", "1"],
+                )?;
+                let value = first_value(&v)?;
+                if value.contains(CARD) {
+                    bail!("the analyst got the card number: {value}");
+                }
+                Ok(format!("analytics-app got: {value}"))
+            },
+        },
+        Step {
+            title: "the fraud team reads the payment: the original card number (detokenized)",
+            run: |d| {
+                let v = d.client_as(
+                    FRAUD_ID,
+                    FRAUD_SECRET,
+                    Lib::KafkaPython,
+                    &["dump", "--topic", "cards", "--count", "1"],
+                )?;
+                let value = first_value(&v)?;
+                if !value.contains(CARD) || !value.contains("alice@example.com") {
+                    bail!("the fraud team did not get the originals: {value}");
+                }
+                Ok(format!("fraud-app got (kafka-python, CRCs checked): {value}"))
+            },
+        },
+        Step {
+            title: "interceptor detokenize: the fraud team may, the analyst may not",
+            run: |d| {
+                let stored = broker_storage(&d.dir, "cards")?;
+                let value: Value = serde_json::from_str(
+                    stored
+                        .first()
+                        .and_then(|r| r["value"].as_str())
+                        .context("nothing stored")?,
+                )?;
+                let token = value["customer"]["email"]
+                    .as_str()
+                    .context("no email token")?
+                    .to_owned();
+                let ask = |id: &str, secret: &str| -> Result<std::process::Output> {
+                    let file = d.dir.join(format!("{id}.access-token"));
+                    fs::write(&file, d.idp.fetch_token(&d.ns, id, secret)?)?;
+                    d.daemon.cli(&[
+                        "detokenize",
+                        &token,
+                        "--access-token-file",
+                        &file.to_string_lossy(),
+                    ])
+                };
+                let fraud = ask(FRAUD_ID, FRAUD_SECRET)?;
+                let revealed = String::from_utf8_lossy(&fraud.stdout).trim().to_owned();
+                if !fraud.status.success() || revealed != "alice@example.com" {
+                    bail!(
+                        "fraud-app could not detokenize: {}",
+                        String::from_utf8_lossy(&fraud.stderr)
+                    );
+                }
+                let analyst = ask(ANALYST_ID, ANALYST_SECRET)?;
+                if analyst.status.success() {
+                    bail!("the analyst detokenized {token}");
+                }
+                Ok(format!(
+                    "{token} → {revealed} for fraud-app; analytics-app refused; both audited \
+                     (detokenize events, never the value)"
+                ))
+            },
+        },
+        Step {
             title: "consumer group: join, consume, commit (confluent-kafka)",
             run: |d| {
                 let v = d.client(
@@ -312,6 +452,15 @@ pub fn steps() -> Vec<Step> {
             },
         },
     ]
+}
+
+/// The value of the first record of a `dump`.
+fn first_value(dump: &Value) -> Result<String> {
+    dump["records"]
+        .get(0)
+        .and_then(|r| r["value"].as_str())
+        .map(str::to_owned)
+        .context("no record read")
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -452,6 +601,7 @@ fn start() -> Result<Demo> {
         &[
             IdpClient::new(CLIENT_ID, CLIENT_SECRET, &["payments", "writers"]),
             IdpClient::new(ANALYST_ID, ANALYST_SECRET, &["analysts"]),
+            IdpClient::new(FRAUD_ID, FRAUD_SECRET, &["fraud"]),
         ],
     )?;
     say(&format!(
@@ -476,11 +626,33 @@ fn start() -> Result<Demo> {
     fs::write(policies.join("orders.yaml"), POLICY)?;
     say(&format!(
         "policy: {} — writers may produce and consume orders and payments, analysts may only \
-         read orders, nobody may write an AWS key id; anything else is denied",
+         read orders and card payments (card numbers masked), the fraud team reads card \
+         payments in clear, nobody may write an AWS key id; anything else is denied",
         policies.join("orders.yaml").display()
+    ));
+    let keys = dir.join("vault.keys");
+    let made = std::process::Command::new(interceptor_bin())
+        .args(["vault", "init"])
+        .arg(&keys)
+        .output()?;
+    if !made.status.success() {
+        bail!(
+            "interceptor vault init: {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+    }
+    say(&format!(
+        "token vault: embedded store {}, keyring {} (interceptor vault init)",
+        dir.join("vault.redb").display(),
+        keys.display()
     ));
     let config = DaemonConfig::kafka(&[broker])
         .policy_dir(&policies)
+        .extra(&format!(
+            "[vault]\nbackend = \"embedded\"\npath = {:?}\nkey_file = {:?}\n",
+            dir.join("vault.redb").display().to_string(),
+            keys.display().to_string()
+        ))
         .listener_settings("sasl_mechanisms = [\"OAUTHBEARER\"]\n")
         .extra(&format!(
             "[[identity.issuer]]\nissuer = \"{}\"\naudiences = [\"{AUDIENCE}\"]\n\
