@@ -41,9 +41,26 @@ const FPE_BLOCK_DOMAIN: &[u8] = b"interceptor-mask/fpe-block/v1\0";
 /// free digits is a 1e-16 event, and then the token is returned anyway.
 const FPE_ATTEMPTS: u8 = 16;
 
+thread_local! {
+    /// The last key's HMAC state after its key blocks: cloning it saves two SHA-256
+    /// compressions per token, a third of the cost of a short value's token.
+    static KEYED: std::cell::RefCell<Option<([u8; 32], HmacSha256)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 fn mac(key: &MacKey) -> HmacSha256 {
-    // HMAC takes keys of any length; a 32-byte key cannot fail.
-    <HmacSha256 as Mac>::new_from_slice(&key.0).expect("HMAC accepts any key length")
+    KEYED.with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some((k, m)) = c.as_ref() {
+            if k == &key.0 {
+                return m.clone();
+            }
+        }
+        // HMAC takes keys of any length; a 32-byte key cannot fail.
+        let m = <HmacSha256 as Mac>::new_from_slice(&key.0).expect("HMAC accepts any key length");
+        *c = Some((key.0, m.clone()));
+        m
+    })
 }
 
 fn scoped(m: &mut HmacSha256, domain: &[u8], scope: &str, counter: u32) {

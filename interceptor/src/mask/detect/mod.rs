@@ -275,11 +275,16 @@ impl Detectors {
                 }
             }
         }
-        if self.card.is_none() && self.ssn.is_none() {
-            let mut e = p;
-            while e < hay.len() && hay[e].is_ascii_digit() {
-                e += 1;
-            }
+        let mut e = p;
+        while e < hay.len() && hay[e].is_ascii_digit() {
+            e += 1;
+        }
+        // Most digit runs in clean data (ids, timestamps, hex) are one short group, or glued
+        // to a word: no card or SSN can start there, and no group parse is needed.
+        let grouped =
+            e + 1 < hay.len() && matches!(hay[e], b' ' | b'-') && hay[e + 1].is_ascii_digit();
+        let glued = p > 0 && run::is_word(hay[p - 1]);
+        if (self.card.is_none() && self.ssn.is_none()) || glued || (!grouped && e - p < 13) {
             return e;
         }
         let g = Groups::parse(hay, p);

@@ -201,7 +201,9 @@ pub fn walk(input: &[u8], paths: &Paths, v: &mut impl Visit) -> Result<(), Strin
     }
     let whole = v.whole_mask();
     let strings = v.wants_strings();
-    let mut stack = [Frame::default(); MAX_DEPTH];
+    // Grown on demand: zeroing MAX_DEPTH frames per record costs more than the walk of a
+    // small record.
+    let mut stack: Vec<Frame> = Vec::new();
     let mut depth = 0usize;
     let mut key_buf = Vec::new();
     let n = input.len();
@@ -268,7 +270,8 @@ pub fn walk(input: &[u8], paths: &Paths, v: &mut impl Visit) -> Result<(), Strin
                         f.sel = Some(s);
                     }
                 }
-                stack[depth] = f;
+                stack.truncate(depth);
+                stack.push(f);
                 depth += 1;
                 i = skip_ws(input, i + 1);
                 let close = if c == b'{' { b'}' } else { b']' };
