@@ -2,9 +2,25 @@
 //! or MQTT framing and nothing of who is asking: the policy decides which [`Rule`]s apply to a
 //! record, the protocol layer hands each selected part (key, value, header value) to them.
 //!
-//! API CONTRACT (stub bodies; the engine fills them in). Callers rely on these signatures.
+//! - [`spec`]: the rule as the policy states it (shared with the policy loader and the vault).
+//! - [`path`]: field paths (a JSONPath subset).
+//! - [`json`]: a streaming JSON walker (no DOM) that validates, tracks the path, and reports
+//!   selected values by byte range; output is the input with only those ranges rewritten.
+//! - [`detect`]: detectors for free text, one combined prefilter pass for all of them.
+//! - `action`: redact, partial, hash, tokenize. [`token`]: token and hash derivation (formats
+//!   documented there).
+//! - `rule`: [`Rule`], tying them together: mask, find tokens, reveal.
+//!
+//! Nothing here panics on input or recurses: inputs are network data.
 
+mod action;
+pub mod detect;
+mod edit;
+pub mod json;
+pub mod path;
+mod rule;
 pub mod spec;
+pub mod token;
 
 use std::collections::HashMap;
 
@@ -71,16 +87,9 @@ pub struct CollectingTokens<'a> {
     pub new: Vec<NewToken>,
 }
 
-/// The token for (scope, value, counter): deterministic, so every node derives the same one.
-pub fn derive_token(
-    _key: &MacKey,
-    _scope: &str,
-    _value: &[u8],
-    _counter: u32,
-    _format_preserving: bool,
-) -> String {
-    String::new()
-}
+pub use action::partial;
+pub use rule::FALLBACK_REPLACEMENT;
+pub use token::{derive_token, hash_value};
 
 /// What a rule did to one record part, for the audit trail: counts, never values.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -97,15 +106,39 @@ pub struct StatEntry {
     pub count: u64,
 }
 
+impl Stats {
+    /// Adds `count` to the entry for (rule, selector, action), creating it if needed.
+    pub fn add(&mut self, rule: &str, selector: &str, action: &'static str, count: u64) {
+        match self
+            .entries
+            .iter_mut()
+            .find(|e| e.rule == rule && e.selector == selector && e.action == action)
+        {
+            Some(e) => e.count += count,
+            None => self.entries.push(StatEntry {
+                rule: rule.to_string(),
+                selector: selector.to_string(),
+                action,
+                count,
+            }),
+        }
+    }
+}
+
 /// A compiled masking rule.
 #[derive(Debug)]
 pub struct Rule {
     spec: RuleSpec,
+    c: rule::Compiled,
 }
 
 impl Rule {
+    /// Parses the field paths and builds the detector searches. Fails for a bad path, a
+    /// `payload: any` rule with field paths, more than 64 paths, or a custom detector with an
+    /// empty prefix or a length outside 1..=4096.
     pub fn compile(spec: RuleSpec) -> Result<Rule, CompileError> {
-        Ok(Rule { spec })
+        let c = rule::compile(&spec)?;
+        Ok(Rule { spec, c })
     }
 
     pub fn spec(&self) -> &RuleSpec {
@@ -114,31 +147,49 @@ impl Rule {
 
     /// Whether any field or detector of the rule tokenizes (so its topics need the vault).
     pub fn tokenizes(&self) -> bool {
-        false
+        self.spec_tokenizes()
     }
 
-    /// Masks one record part. `Ok(None)`: nothing selected, the bytes stay as they are.
+    /// Masks one record part. `Ok(None)`: nothing selected (or the rule does not read this
+    /// part, or it is empty), the bytes stay as they are. JSON output differs from the input
+    /// only in the selected values (a string with escapes in which a detector matched is
+    /// re-escaped whole). Stats are added only when the call succeeds.
     pub fn mask(
         &self,
-        _part: Part,
-        _input: &[u8],
-        _tokens: &mut dyn Tokens,
-        _stats: &mut Stats,
+        part: Part,
+        input: &[u8],
+        tokens: &mut dyn Tokens,
+        stats: &mut Stats,
     ) -> Result<Option<Vec<u8>>, MaskError> {
-        Ok(None)
+        self.mask_impl(part, input, tokens, stats)
     }
 
-    /// The tokens this rule would have made that appear in `input`, for a vault lookup.
-    pub fn find_tokens(&self, _part: Part, _input: &[u8], _out: &mut Vec<String>) {}
+    /// The tokens this rule would have made that appear in `input`, for a vault lookup:
+    /// values at tokenizing field paths, `tok_…` tokens in strings (or text) when a detector
+    /// tokenizes, and matches of format-preserving tokenizing detectors. Each once.
+    pub fn find_tokens(&self, part: Part, input: &[u8], out: &mut Vec<String>) {
+        let mut found = Vec::new();
+        self.reveal_impl(part, input, None, &mut found, &mut Stats::default());
+        for t in found {
+            if !out.contains(&t) {
+                out.push(t);
+            }
+        }
+    }
 
     /// Puts the original values back for the tokens in `values`; others stay as they are.
+    /// Inside JSON strings originals are escaped; a number token whose original is a number
+    /// goes back as a number. Stats count reveals (action `"reveal"`).
     pub fn reveal(
         &self,
-        _part: Part,
-        _input: &[u8],
-        _values: &HashMap<String, Vec<u8>>,
-        _stats: &mut Stats,
+        part: Part,
+        input: &[u8],
+        values: &HashMap<String, Vec<u8>>,
+        stats: &mut Stats,
     ) -> Option<Vec<u8>> {
-        None
+        self.reveal_impl(part, input, Some(values), &mut Vec::new(), stats)
     }
 }
+
+#[cfg(test)]
+mod tests;
