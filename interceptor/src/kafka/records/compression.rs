@@ -40,8 +40,8 @@ pub(super) enum DecompressError {
 /// snappy-java's stream header (`SnappyCodec`): 8 magic bytes, then version and compatible
 /// version (i32 each). The Java client frames snappy this way; librdkafka sends raw snappy.
 /// Like both of them (and the broker), anything not starting with the magic is raw snappy.
-const XERIAL_MAGIC: &[u8; 8] = b"\x82SNAPPY\x00";
-const XERIAL_HEADER_BYTES: usize = 16;
+pub(super) const XERIAL_MAGIC: &[u8; 8] = b"\x82SNAPPY\x00";
+pub(super) const XERIAL_HEADER_BYTES: usize = 16;
 
 /// The first buffer size tried for streaming codecs; doubled as output arrives.
 const INITIAL_OUTPUT: usize = 16 * 1024;

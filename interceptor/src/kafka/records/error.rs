@@ -82,6 +82,39 @@ pub enum RecordsError {
         offset: usize,
         problem: RecordProblem,
     },
+    /// The rewritten records field would exceed
+    /// [`RewriteOptions::max_output_bytes`](super::RewriteOptions).
+    #[error("record batch {batch} at byte {offset}: rewritten records exceed {max} bytes")]
+    OutputTooLarge {
+        batch: usize,
+        offset: usize,
+        max: usize,
+    },
+    /// A compressed batch's re-encoded records would exceed
+    /// [`RecordLimits::max_decompressed_bytes`](super::RecordLimits).
+    #[error("record batch {batch} at byte {offset}: re-encoded records exceed {max} bytes")]
+    ReencodedTooLarge {
+        batch: usize,
+        offset: usize,
+        max: usize,
+    },
+    /// A rewritten record's length or a field's does not fit Kafka's i32.
+    #[error("record batch {batch} at byte {offset}, record {record}: rewritten record too large")]
+    RecordTooLarge {
+        batch: usize,
+        offset: usize,
+        record: usize,
+    },
+    /// The rewritten batch's length does not fit Kafka's i32.
+    #[error("record batch {batch} at byte {offset}: rewritten batch too large")]
+    BatchTooLarge { batch: usize, offset: usize },
+    #[error("record batch {batch} at byte {offset}: {compression:?} compression failed: {detail}")]
+    Compress {
+        batch: usize,
+        offset: usize,
+        compression: Compression,
+        detail: String,
+    },
 }
 
 /// What is wrong inside one record of a batch.

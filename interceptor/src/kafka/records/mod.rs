@@ -17,23 +17,53 @@
 //! another at the broker. Legacy message sets (magic 0/1) are reported as
 //! [`RecordsError::LegacyFormat`] for the caller to refuse or let through.
 //!
-//! A writer (masking) can sit beside this: [`BatchInfo`] carries the whole batch header and
-//! [`RecordView::encoded`] the bytes of each record.
+//! [`rewrite`] is the writer beside the reader (masking, in Produce requests and Fetch
+//! responses). It reads with the same checks and calls back for each record with a
+//! [`RecordEdit`] to fill in (new key, value, header values; null allowed):
+//!
+//! ```text
+//! pub fn rewrite<E>(records: &[u8], opts: &RewriteOptions, scratch: &mut RewriteScratch,
+//!     f: impl FnMut(&BatchInfo, &RecordView<'_>, &mut RecordEdit) -> Result<(), E>,
+//! ) -> Result<Rewrite, RewriteError<E>>
+//! ```
+//!
+//! - A batch where some record changes is re-encoded: same codec and level class (and snappy
+//!   framing), same header but for batchLength and the CRC, unchanged records copied as
+//!   encoded. Every other batch, control batches included, is copied byte for byte; a field set
+//!   to the bytes it had is no change.
+//! - [`Rewritten::Unchanged`] when nothing changed (forward the original, zero-copy);
+//!   [`Rewritten::Truncated`] when only a trailing partial batch was dropped
+//!   ([`TrailingPartial::Drop`], for Fetch); [`Rewritten::LegacyPassed`] when a magic 0/1 set
+//!   was left alone ([`LegacyFormat::Pass`]). [`Rewritten::output`] gives the bytes to forward.
+//! - Bounded: [`RewriteOptions::max_output_bytes`], decompression as in [`scan`], and a
+//!   compressed batch's re-encoded records within [`RecordLimits::max_decompressed_bytes`].
+//!   [`RewriteScratch`] keeps the buffers and codec state between calls: nothing is allocated
+//!   per record, nor per batch once warm, only the output once per changed records field.
 
 mod batch;
+mod compress;
 mod compression;
 mod cursor;
+mod edit;
 mod error;
 mod record;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_write;
+mod write;
 
 use std::ops::ControlFlow;
 
 pub use batch::BatchInfo;
 pub use compression::Compression;
+pub use edit::RecordEdit;
 pub use error::{RecordProblem, RecordsError};
 pub use record::{Headers, RecordView};
+pub use write::{
+    rewrite, LegacyFormat, Rewrite, RewriteError, RewriteOptions, RewriteScratch, RewriteStats,
+    Rewritten, TrailingPartial,
+};
 
 use batch::{RawBatch, RawBatches};
 use compression::DecompressError;

@@ -16,6 +16,10 @@ pub struct RecordView<'a> {
     /// The record as encoded, without its length prefix: what a writer copies when the
     /// record is left unchanged.
     encoded: &'a [u8],
+    /// Offsets into `encoded` of the key's length and of the header count: a writer copies
+    /// what lies before the key, and the headers when none of them changes, as they came.
+    key_at: usize,
+    headers_at: usize,
 }
 
 impl<'a> RecordView<'a> {
@@ -27,6 +31,16 @@ impl<'a> RecordView<'a> {
     /// The record's bytes as encoded (attributes to the last header), without its length.
     pub fn encoded(&self) -> &'a [u8] {
         self.encoded
+    }
+
+    /// attributes, timestampDelta and offsetDelta as encoded.
+    pub(super) fn prefix(&self) -> &'a [u8] {
+        self.encoded.get(..self.key_at).unwrap_or_default()
+    }
+
+    /// The header count and the headers as encoded.
+    pub(super) fn encoded_headers(&self) -> &'a [u8] {
+        self.encoded.get(self.headers_at..).unwrap_or_default()
     }
 
     /// The bytes the producer chose: key + value + every header key and value. Framing
@@ -101,6 +115,11 @@ impl<'a> RecordReader<'a> {
         }
     }
 
+    /// The offset in the record data of the next record's length.
+    pub(super) fn pos(&self) -> usize {
+        self.cursor.pos()
+    }
+
     /// The next record; `Ok(None)` once `count` records were read and nothing follows.
     pub(super) fn next_record(&mut self) -> Result<Option<RecordView<'a>>, ProblemAt> {
         if self.left == 0 {
@@ -134,8 +153,10 @@ fn read_fields<'a>(c: &mut Cursor<'a>, encoded: &'a [u8]) -> Result<RecordView<'
     let attributes = c.u8()? as i8;
     let timestamp_delta = c.varlong()?;
     let offset_delta = c.varint()?;
+    let key_at = c.pos();
     let key = c.nullable_bytes()?;
     let value = c.nullable_bytes()?;
+    let headers_at = c.pos();
     let header_count =
         usize::try_from(c.varint()?).map_err(|_| RecordProblem::NegativeHeaderCount)?;
     let headers_start = c.pos();
@@ -156,5 +177,7 @@ fn read_fields<'a>(c: &mut Cursor<'a>, encoded: &'a [u8]) -> Result<RecordView<'
             remaining: header_count,
         },
         encoded,
+        key_at,
+        headers_at,
     })
 }

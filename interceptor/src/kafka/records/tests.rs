@@ -15,12 +15,12 @@ use kafka_protocol::{
 
 use super::*;
 
-const LIMITS: RecordLimits = RecordLimits {
+pub(super) const LIMITS: RecordLimits = RecordLimits {
     max_decompressed_bytes: 1 << 20,
     max_records_per_batch: 10_000,
 };
 
-const CODECS: [(KpCompression, Compression); 5] = [
+pub(super) const CODECS: [(KpCompression, Compression); 5] = [
     (KpCompression::None, Compression::None),
     (KpCompression::Gzip, Compression::Gzip),
     (KpCompression::Snappy, Compression::Snappy),
@@ -28,20 +28,20 @@ const CODECS: [(KpCompression, Compression); 5] = [
     (KpCompression::Zstd, Compression::Zstd),
 ];
 
-type OwnedHeader = (Vec<u8>, Option<Vec<u8>>);
+pub(super) type OwnedHeader = (Vec<u8>, Option<Vec<u8>>);
 
 /// A record as `scan` saw it, owned so it outlives the call.
-#[derive(Debug, PartialEq)]
-struct Seen {
-    batch: usize,
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
-    headers: Vec<OwnedHeader>,
-    offset_delta: i32,
-    size: usize,
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Seen {
+    pub(super) batch: usize,
+    pub(super) key: Option<Vec<u8>>,
+    pub(super) value: Option<Vec<u8>>,
+    pub(super) headers: Vec<OwnedHeader>,
+    pub(super) offset_delta: i32,
+    pub(super) size: usize,
 }
 
-fn record(
+pub(super) fn record(
     offset: i64,
     key: Option<&[u8]>,
     value: Option<&[u8]>,
@@ -72,7 +72,7 @@ fn record(
     }
 }
 
-fn encode(records: &[Record], compression: KpCompression) -> Vec<u8> {
+pub(super) fn encode(records: &[Record], compression: KpCompression) -> Vec<u8> {
     let mut buf = BytesMut::new();
     RecordBatchEncoder::encode(
         &mut buf,
@@ -86,7 +86,7 @@ fn encode(records: &[Record], compression: KpCompression) -> Vec<u8> {
     buf.to_vec()
 }
 
-fn scan_all(records: &[u8], limits: &RecordLimits) -> Result<Vec<Seen>, RecordsError> {
+pub(super) fn scan_all(records: &[u8], limits: &RecordLimits) -> Result<Vec<Seen>, RecordsError> {
     let mut scratch = Vec::new();
     let mut seen = Vec::new();
     scan(records, limits, &mut scratch, |batch, r| {
@@ -106,7 +106,7 @@ fn scan_all(records: &[u8], limits: &RecordLimits) -> Result<Vec<Seen>, RecordsE
     Ok(seen)
 }
 
-fn expected(batch: usize, records: &[Record]) -> Vec<Seen> {
+pub(super) fn expected(batch: usize, records: &[Record]) -> Vec<Seen> {
     let base = records.iter().map(|r| r.offset).min().unwrap_or(0);
     records
         .iter()
@@ -136,7 +136,7 @@ fn expected(batch: usize, records: &[Record]) -> Vec<Seen> {
 
 /// Records with every shape: null and empty key and value, headers with null values,
 /// repeated content (so the codecs actually compress).
-fn assorted(n: usize) -> Vec<Record> {
+pub(super) fn assorted(n: usize) -> Vec<Record> {
     (0..n)
         .map(|i| {
             let key = format!("key-{i}");
@@ -158,7 +158,7 @@ fn assorted(n: usize) -> Vec<Record> {
 }
 
 /// A v2 batch around `payload` (the records, compressed or not), CRC filled in.
-fn raw_batch(attributes: i16, count: i32, payload: &[u8]) -> Vec<u8> {
+pub(super) fn raw_batch(attributes: i16, count: i32, payload: &[u8]) -> Vec<u8> {
     let mut b = Vec::new();
     b.extend(0i64.to_be_bytes()); // base offset
     b.extend((49 + payload.len() as i32).to_be_bytes());
@@ -179,12 +179,12 @@ fn raw_batch(attributes: i16, count: i32, payload: &[u8]) -> Vec<u8> {
 }
 
 /// Recomputes the CRC of the batch at the start of `batch` after a test edited it.
-fn reseal(batch: &mut [u8]) {
+pub(super) fn reseal(batch: &mut [u8]) {
     let crc = crc32c::crc32c(&batch[21..]);
     batch[17..21].copy_from_slice(&crc.to_be_bytes());
 }
 
-fn varint(v: i64) -> Vec<u8> {
+pub(super) fn varint(v: i64) -> Vec<u8> {
     let mut u = ((v << 1) ^ (v >> 63)) as u64;
     let mut out = Vec::new();
     while u >= 0x80 {
@@ -196,7 +196,7 @@ fn varint(v: i64) -> Vec<u8> {
 }
 
 /// A record's body (after its length) with the given key and value and no headers.
-fn record_body(key: &[u8], value: &[u8]) -> Vec<u8> {
+pub(super) fn record_body(key: &[u8], value: &[u8]) -> Vec<u8> {
     [
         vec![0],   // attributes
         varint(0), // timestamp delta
@@ -210,7 +210,7 @@ fn record_body(key: &[u8], value: &[u8]) -> Vec<u8> {
     .concat()
 }
 
-fn length_prefixed(body: &[u8]) -> Vec<u8> {
+pub(super) fn length_prefixed(body: &[u8]) -> Vec<u8> {
     [varint(body.len() as i64), body.to_vec()].concat()
 }
 
@@ -811,13 +811,13 @@ fn lz4_frames_with_optional_fields() {
     }
 }
 
-fn gzip(plain: &[u8]) -> Vec<u8> {
+pub(super) fn gzip(plain: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     encoder.write_all(plain).unwrap();
     encoder.finish().unwrap()
 }
 
-fn lz4(plain: &[u8]) -> Vec<u8> {
+pub(super) fn lz4(plain: &[u8]) -> Vec<u8> {
     let mut encoder = lz4_flex::frame::FrameEncoder::new(Vec::new());
     encoder.write_all(plain).unwrap();
     encoder.finish().unwrap()
