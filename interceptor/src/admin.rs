@@ -174,7 +174,10 @@ async fn read_request(stream: &mut UnixStream) -> Option<(String, Vec<u8>)> {
                 return None;
             }
             buf.extend_from_slice(&chunk[..n]);
-            if find(&buf, b"\n\n").is_none() && find(&buf, b"\r\n\r\n").is_none() && buf.len() > MAX_REQUEST {
+            if find(&buf, b"\n\n").is_none()
+                && find(&buf, b"\r\n\r\n").is_none()
+                && buf.len() > MAX_REQUEST
+            {
                 return None;
             }
         };
@@ -214,15 +217,27 @@ struct DetokenizeRequest {
 }
 
 async fn detokenize(source: &StatusSource, body: &[u8]) -> (&'static str, String) {
-    let error = |status, message: String| (status, serde_json::json!({ "error": message }).to_string());
+    let error =
+        |status, message: String| (status, serde_json::json!({ "error": message }).to_string());
     let Some(detokenizer) = &source.detokenizer else {
-        return error("503 Service Unavailable", "detokenize is not available".into());
+        return error(
+            "503 Service Unavailable",
+            "detokenize is not available".into(),
+        );
     };
     let request: DetokenizeRequest = match serde_json::from_slice(body) {
         Ok(r) => r,
-        Err(e) => return error("400 Bad Request", format!("expected {{token, access_token}}: {e}")),
+        Err(e) => {
+            return error(
+                "400 Bad Request",
+                format!("expected {{token, access_token}}: {e}"),
+            )
+        }
     };
-    match detokenizer.detokenize(&request.token, &request.access_token).await {
+    match detokenizer
+        .detokenize(&request.token, &request.access_token)
+        .await
+    {
         Ok(answer) => match serde_json::to_string(&answer) {
             Ok(json) => ("200 OK", json),
             Err(e) => error("500 Internal Server Error", e.to_string()),
@@ -233,7 +248,11 @@ async fn detokenize(source: &StatusSource, body: &[u8]) -> (&'static str, String
 
 /// `interceptor detokenize`: asks the daemon at `path` for `token`'s value, proving who asks
 /// with `access_token`. Returns the daemon's JSON answer, or its error message.
-pub fn query_detokenize(path: &Path, token: &str, access_token: &str) -> Result<String, AdminError> {
+pub fn query_detokenize(
+    path: &Path,
+    token: &str,
+    access_token: &str,
+) -> Result<String, AdminError> {
     let body = serde_json::json!({ "token": token, "access_token": access_token }).to_string();
     let request = format!(
         "POST /detokenize HTTP/1.0\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",

@@ -45,9 +45,7 @@ impl DetokenizeError {
             DetokenizeError::Unauthenticated(_) => "401 Unauthorized",
             DetokenizeError::Denied { .. } => "403 Forbidden",
             DetokenizeError::UnknownToken => "404 Not Found",
-            DetokenizeError::NoVault | DetokenizeError::Unavailable(_) => {
-                "503 Service Unavailable"
-            }
+            DetokenizeError::NoVault | DetokenizeError::Unavailable(_) => "503 Service Unavailable",
         }
     }
 }
@@ -89,7 +87,9 @@ impl Detokenizer {
         let result = self.reveal(token, access_token, &mut event).await;
         let (outcome, detail) = match &result {
             Ok(_) => ("revealed", None),
-            Err(e @ DetokenizeError::Unauthenticated(_)) => ("unauthenticated", Some(e.to_string())),
+            Err(e @ DetokenizeError::Unauthenticated(_)) => {
+                ("unauthenticated", Some(e.to_string()))
+            }
             Err(e @ DetokenizeError::Denied { .. }) => ("denied", Some(e.to_string())),
             Err(DetokenizeError::UnknownToken) => ("unknown_token", None),
             Err(e) => ("error", Some(e.to_string())),

@@ -248,8 +248,8 @@ fn execute(command: Command, config: Config) -> Result<()> {
                 .enable_all()
                 .build()?;
             let rekeyed = runtime.block_on(async {
-                let vault = interceptor::vault::Vault::open(&daemon::vault_config(&config.vault))
-                    .await?;
+                let vault =
+                    interceptor::vault::Vault::open(&daemon::vault_config(&config.vault)).await?;
                 vault.rekey().await
             })?;
             println!("re-encrypted {rekeyed} value(s) under the current key");
@@ -289,7 +289,9 @@ fn detokenize(
         .unwrap_or_else(|_| PathBuf::from(config::DEFAULT_ADMIN_SOCKET));
     let answer = admin::query_detokenize(&socket, token, &access_token)
         .map_err(|e| e.to_string())
-        .and_then(|json| serde_json::from_str::<serde_json::Value>(&json).map_err(|e| e.to_string()));
+        .and_then(|json| {
+            serde_json::from_str::<serde_json::Value>(&json).map_err(|e| e.to_string())
+        });
     match answer {
         Ok(v) => {
             match (v["value"].as_str(), v["value_base64"].as_str()) {

@@ -737,10 +737,7 @@ pub fn start_tansu_advertised(
     let cmd = tansu_broker_advertising(
         ns,
         &tansu,
-        (
-            &format!("tcp://{listen}"),
-            &format!("tcp://{advertised}"),
-        ),
+        (&format!("tcp://{listen}"), &format!("tcp://{advertised}")),
         "memory://tansu/",
         work,
     );

@@ -13,21 +13,15 @@
 //! `INTERCEPTOR_SKIP_KERNEL_TESTS=1`. The PostgreSQL test needs `initdb`/`pg_ctl` (on PATH on
 //! this machine kind).
 
-use std::{
-    collections::HashMap,
-    fs,
-    net::SocketAddr,
-    path::Path,
-    time::Duration,
-};
+use std::{collections::HashMap, fs, net::SocketAddr, path::Path, time::Duration};
 
 use interceptor_e2e::{
     broker_storage,
     idp::{Idp, IdpClient},
-    interceptor_bin, oidc_and_scram_settings, postgres::PostgresServer, require_kernel,
-    run_client, start_interceptor, start_tansu_advertised, start_tansu_scram,
-    write_broker_secrets, BrokerUser, DaemonConfig, Interceptor, Lib, Netns, PinDir, Proc,
-    WorkDir,
+    interceptor_bin, oidc_and_scram_settings,
+    postgres::PostgresServer,
+    require_kernel, run_client, start_interceptor, start_tansu_advertised, start_tansu_scram,
+    write_broker_secrets, BrokerUser, DaemonConfig, Interceptor, Lib, Netns, PinDir, Proc, WorkDir,
 };
 use serde_json::{json, Value};
 
@@ -266,7 +260,16 @@ fn embedded_vault(work: &WorkDir) -> String {
 
 impl Stack {
     fn client(&self, lib: Lib, who: &Who, op: &str, extra: &[&str]) -> Value {
-        run_as(&self.ns, &self.idp, &self.daemon, BOOTSTRAP, lib, who, op, extra)
+        run_as(
+            &self.ns,
+            &self.idp,
+            &self.daemon,
+            BOOTSTRAP,
+            lib,
+            who,
+            op,
+            extra,
+        )
     }
 
     /// Produces `values` to `topic` with `codec`; the producer's summary.
@@ -397,12 +400,18 @@ fn assert_complete(summary: &Value) {
 /// The stored (masked) form of `original`, given the card token the broker holds for it.
 fn check_stored(original: &Value, stored: &Value) {
     let card = original["card"]["number"].as_str().expect("card");
-    let token = stored["card"]["number"].as_str().expect("stored card is a string");
+    let token = stored["card"]["number"]
+        .as_str()
+        .expect("stored card is a string");
     assert_ne!(token, card, "the card number reached the broker in clear");
     assert_eq!(token.len(), card.len(), "format preserved: {token}");
     assert!(token.chars().all(|c| c.is_ascii_digit()), "{token}");
     assert_eq!(&token[..6], &card[..6], "first six kept: {token}");
-    assert_eq!(&token[token.len() - 4..], &card[card.len() - 4..], "last four kept");
+    assert_eq!(
+        &token[token.len() - 4..],
+        &card[card.len() - 4..],
+        "last four kept"
+    );
     assert!(luhn_ok(token), "card tokens stay Luhn-valid: {token}");
     let email = stored["customer"]["email"].as_str().expect("email");
     assert!(
@@ -446,14 +455,20 @@ fn produced_records_are_masked_and_each_consumer_gets_what_policy_says() {
     for card in CARDS.iter().chain(["5500 0000 0000 0004"].iter()) {
         assert!(!stored_text.contains(card), "{card} stored in clear");
     }
-    assert!(!stored_text.contains("@example.com"), "an email stored in clear");
+    assert!(
+        !stored_text.contains("@example.com"),
+        "an email stored in clear"
+    );
     let stored_by_id = by_id(&stored);
     let mut token_of_card: HashMap<String, String> = HashMap::new();
     for (id, original) in &originals {
         let kept = &stored_by_id[id];
         check_stored(original, kept);
         // Deterministic: one card, one token, whichever codec carried it.
-        let card = original["card"]["number"].as_str().expect("card").to_owned();
+        let card = original["card"]["number"]
+            .as_str()
+            .expect("card")
+            .to_owned();
         let token = kept["card"]["number"].as_str().expect("token").to_owned();
         let first = token_of_card.entry(card).or_insert_with(|| token.clone());
         assert_eq!(*first, token, "equal values give equal tokens");
@@ -488,9 +503,13 @@ fn produced_records_are_masked_and_each_consumer_gets_what_policy_says() {
         &txn,
         &["--transactional-id", "payments-txn-1"],
     ));
-    let committed = by_id(&s.read(Lib::Confluent, &OPS, "payments.txn", txn.len(), &[
-        "--read-committed",
-    ]));
+    let committed = by_id(&s.read(
+        Lib::Confluent,
+        &OPS,
+        "payments.txn",
+        txn.len(),
+        &["--read-committed"],
+    ));
     for original in &txn {
         let id = original["id"].as_str().expect("id");
         check_stored(original, &committed[id]);
@@ -545,7 +564,10 @@ fn produced_records_are_masked_and_each_consumer_gets_what_policy_says() {
         "{}",
         String::from_utf8_lossy(&allowed.stderr)
     );
-    assert_eq!(String::from_utf8_lossy(&allowed.stdout).trim(), "user1@example.com");
+    assert_eq!(
+        String::from_utf8_lossy(&allowed.stdout).trim(),
+        "user1@example.com"
+    );
     let denied = detokenize(&ANALYST);
     assert!(!denied.status.success());
     assert!(
@@ -565,7 +587,10 @@ fn produced_records_are_masked_and_each_consumer_gets_what_policy_says() {
         .filter(|e| e["stage"] == "produce" && e["outcome"] == "masked" && e["topic"] == "payments")
         .map(|e| e["records"].as_u64().unwrap_or(0))
         .sum::<u64>();
-    assert_eq!(produced, total as u64, "one masked record per produced record");
+    assert_eq!(
+        produced, total as u64,
+        "one masked record per produced record"
+    );
     let fields: Vec<&Value> = transforms
         .iter()
         .flat_map(|e| e["fields"].as_array().into_iter().flatten())
@@ -573,9 +598,9 @@ fn produced_records_are_masked_and_each_consumer_gets_what_policy_says() {
     assert!(fields.iter().any(|f| f["rule"] == "payments-pii"
         && f["selector"] == "$.card.number"
         && f["action"] == "tokenize"));
-    assert!(transforms
-        .iter()
-        .any(|e| e["stage"] == "fetch" && e["outcome"] == "revealed" && e["principal"] == FRAUD.id));
+    assert!(transforms.iter().any(|e| e["stage"] == "fetch"
+        && e["outcome"] == "revealed"
+        && e["principal"] == FRAUD.id));
     assert!(transforms
         .iter()
         .any(|e| e["stage"] == "fetch" && e["principal"] == ANALYST.id));
@@ -587,7 +612,10 @@ fn produced_records_are_masked_and_each_consumer_gets_what_policy_says() {
     assert_eq!(detokenized[0]["outcome"], "revealed");
     assert_eq!(detokenized[1]["outcome"], "denied");
     let audit_text = fs::read_to_string(s.daemon.audit_path()).expect("audit file");
-    for secret in CARDS.iter().chain(["user1@example.com", "123-45-6789"].iter()) {
+    for secret in CARDS
+        .iter()
+        .chain(["user1@example.com", "123-45-6789"].iter())
+    {
         assert!(!audit_text.contains(secret), "{secret} in the audit trail");
     }
 }
@@ -696,21 +724,34 @@ fn a_postgres_vault_is_shared_by_two_daemons_and_its_outage_refuses_produce() {
             &file.display().to_string(),
         ])
         .expect("detokenize");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "only-a@example.com");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "only-a@example.com"
+    );
 
     // The vault down: a produce that needs a new token is refused retriably, nothing stored.
     pg.stop().expect("stopping postgres");
     let before = s.stored("payments").len();
     let new_card = json!({"id": "outage", "card": {"number": "5105105105105100"},
                           "customer": {"email": "outage@example.com"}});
-    let refused = s.produce("payments", "none", &[new_card.clone()], &[
-        "--message-timeout-ms",
-        "6000",
-    ]);
+    let refused = s.produce(
+        "payments",
+        "none",
+        std::slice::from_ref(&new_card),
+        &["--message-timeout-ms", "6000"],
+    );
     assert_eq!(refused["complete"], false, "{refused}");
     let stored_now = s.stored("payments");
-    assert_eq!(stored_now.len(), before, "nothing stored while the vault is down");
+    assert_eq!(
+        stored_now.len(),
+        before,
+        "nothing stored while the vault is down"
+    );
     assert!(!serde_json::to_string(&stored_now)
         .expect("json")
         .contains("5105105105105100"));

@@ -25,8 +25,8 @@ use std::{
 use interceptor_e2e::{
     idp::{Idp, IdpClient},
     oidc_and_scram_settings, require_kernel, run_client, start_interceptor, start_tansu_scram,
-    wait_until, wire, write_broker_secrets, BrokerUser, DaemonConfig, Interceptor, Lib, Netns, Proc,
-    WorkDir,
+    wait_until, wire, write_broker_secrets, BrokerUser, DaemonConfig, Interceptor, Lib, Netns,
+    Proc, WorkDir,
 };
 use serde_json::Value;
 

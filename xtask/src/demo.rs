@@ -22,8 +22,8 @@ use anyhow::{bail, Context, Result};
 use interceptor_e2e::{
     audit_summary, broker_storage,
     idp::{Idp, IdpClient, AUDIENCE},
-    interceptor_bin, kcat, run_client, start_tansu_scram, wire, BrokerUser, DaemonConfig, Interceptor, Lib, Netns,
-    PinDir, Proc,
+    interceptor_bin, kcat, run_client, start_tansu_scram, wire, BrokerUser, DaemonConfig,
+    Interceptor, Lib, Netns, PinDir, Proc,
 };
 use serde_json::Value;
 
@@ -180,7 +180,13 @@ pub fn steps() -> Vec<Step> {
             run: |d| {
                 let v = d.client(
                     Lib::Confluent,
-                    &["admin", "--create", "orders,payments,cards", "--partitions", "3"],
+                    &[
+                        "admin",
+                        "--create",
+                        "orders,payments,cards",
+                        "--partitions",
+                        "3",
+                    ],
                 )?;
                 Ok(format!(
                     "created {}; partitions {}",
@@ -338,7 +344,15 @@ pub fn steps() -> Vec<Step> {
                 let file = file.to_string_lossy().into_owned();
                 let v = d.client(
                     Lib::Confluent,
-                    &["produce-file", "--topic", "cards", "--codec", "lz4", "--records", &file],
+                    &[
+                        "produce-file",
+                        "--topic",
+                        "cards",
+                        "--codec",
+                        "lz4",
+                        "--records",
+                        &file,
+                    ],
                 )?;
                 if v["complete"] != true {
                     bail!("the payment was not delivered: {v}");
@@ -352,7 +366,9 @@ pub fn steps() -> Vec<Step> {
                 if value.contains(CARD) || value.contains("alice@example.com") {
                     bail!("stored in clear: {value}");
                 }
-                Ok(format!("the broker's own storage (tansu SQLite) holds: {value}"))
+                Ok(format!(
+                    "the broker's own storage (tansu SQLite) holds: {value}"
+                ))
             },
         },
         Step {
@@ -384,7 +400,9 @@ pub fn steps() -> Vec<Step> {
                 if !value.contains(CARD) || !value.contains("alice@example.com") {
                     bail!("the fraud team did not get the originals: {value}");
                 }
-                Ok(format!("fraud-app got (kafka-python, CRCs checked): {value}"))
+                Ok(format!(
+                    "fraud-app got (kafka-python, CRCs checked): {value}"
+                ))
             },
         },
         Step {

@@ -139,7 +139,13 @@ impl SessionCheck {
 
     /// Masks a partition's records if the topic has produce rules; POLICY_VIOLATION when a
     /// rule refuses them.
-    fn mask_records(s: &mut State, masking: &Masking, topic: &str, partition: i32, records: &[u8]) -> Check {
+    fn mask_records(
+        s: &mut State,
+        masking: &Masking,
+        topic: &str,
+        partition: i32,
+        records: &[u8],
+    ) -> Check {
         let rules = s.policy.set.produce_masking(topic);
         if rules.is_empty() {
             return Check::Allowed;
@@ -375,6 +381,7 @@ blocking:
                 max_decompressed_bytes: 1 << 20,
                 max_records_per_batch: 1000,
             },
+            Masking::without_vault(),
         );
         let identity = Identity {
             principal: "app".into(),

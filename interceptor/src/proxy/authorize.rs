@@ -16,12 +16,12 @@ use super::{
 };
 use crate::{
     audit::AuditLog,
+    kafka::transform::{FETCH, SHARE_FETCH},
     kafka::{
         authz::{self, AuthzError, AuthzSettings, ConnectionState, Context, Outcome, TopicIds},
         inflight::AsyncRewrite,
         RequestHeader,
     },
-    kafka::transform::{FETCH, SHARE_FETCH},
     policy::{watch::PolicyHandle, AccessCheck, Subject},
 };
 

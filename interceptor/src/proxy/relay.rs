@@ -663,8 +663,10 @@ mod tests {
                 max_decompressed_bytes: 1 << 20,
                 max_records_per_batch: 1000,
             },
+            super::super::Masking::without_vault(),
         ));
         RequestAuthz::new(
+            (1, "127.0.0.1:1".parse().unwrap()),
             check,
             std::sync::Arc::new(crate::kafka::authz::TopicIds::new(16)),
             policy,

@@ -132,9 +132,11 @@ impl FetchRewrite {
         for plan in plans.iter_mut().filter(|p| !p.rules.reveal.is_empty()) {
             let records = frame.get(plan.field.records.clone()).unwrap_or_default();
             let found = rewrite(records, &options, &mut scratch, |_, record, _| {
-                visit_record(plan.rules.reveal.iter().map(|r| &*r.rule), record, |rule, part, bytes| {
-                    rule.find_tokens(part, bytes, &mut wanted)
-                });
+                visit_record(
+                    plan.rules.reveal.iter().map(|r| &*r.rule),
+                    record,
+                    |rule, part, bytes| rule.find_tokens(part, bytes, &mut wanted),
+                );
                 Ok::<(), MaskError>(())
             });
             if let Err(e) = found {
@@ -208,11 +210,16 @@ impl FetchRewrite {
                     outputs.pop();
                     outputs.push(match done.records {
                         Rewritten::Changed(records) => Some(records),
-                        Rewritten::Truncated { len } => Some(records.get(..len).unwrap_or_default().to_vec()),
+                        Rewritten::Truncated { len } => {
+                            Some(records.get(..len).unwrap_or_default().to_vec())
+                        }
                         Rewritten::Unchanged | Rewritten::LegacyPassed => None,
                     });
                 }
-                Err(e) => plan.withhold(format!("records that masking cannot rewrite: {}", describe(&e))),
+                Err(e) => plan.withhold(format!(
+                    "records that masking cannot rewrite: {}",
+                    describe(&e)
+                )),
             }
         }
 

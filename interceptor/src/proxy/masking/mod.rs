@@ -37,6 +37,19 @@ impl Masking {
         }
     }
 
+    /// No vault, default limits: for tests of what does not tokenize.
+    #[cfg(test)]
+    pub fn without_vault() -> std::sync::Arc<Masking> {
+        std::sync::Arc::new(Masking::new(
+            None,
+            MaskingConfig::default(),
+            RecordLimits {
+                max_decompressed_bytes: 1 << 20,
+                max_records_per_batch: 1000,
+            },
+        ))
+    }
+
     pub fn vault(&self) -> Option<&Vault> {
         self.vault.as_ref()
     }

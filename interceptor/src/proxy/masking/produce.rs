@@ -115,7 +115,10 @@ pub(crate) fn mask_partition(
         }
         Err(RewriteError::Records(e)) => {
             return Err(Refusal {
-                rule: rules.first().map(|r| r.at.clone()).unwrap_or_else(unknown_rule),
+                rule: rules
+                    .first()
+                    .map(|r| r.at.clone())
+                    .unwrap_or_else(unknown_rule),
                 detail: format!("records that masking cannot rewrite: {e}"),
             })
         }
@@ -201,13 +204,17 @@ pub(crate) async fn finish(
         for m in &masked {
             emit(audit, sender, m, "refused", Some(reason.clone())).await;
         }
-        tracing::warn!(session = sender.session, "produce refused, masking needs the vault: {reason}");
+        tracing::warn!(
+            session = sender.session,
+            "produce refused, masking needs the vault: {reason}"
+        );
         return refuse_retriably(header, original);
     }
-    let fields = transform::produce_records(&forwarded, header).map_err(|e| AuthzError::Response {
-        api: "Produce",
-        detail: format!("cannot place masked records: {e}"),
-    })?;
+    let fields =
+        transform::produce_records(&forwarded, header).map_err(|e| AuthzError::Response {
+            api: "Produce",
+            detail: format!("cannot place masked records: {e}"),
+        })?;
     let mut replacements: Vec<(RecordsField<'_>, Option<&[u8]>)> = Vec::new();
     for field in fields {
         let Some(name) = topic_name(&field.topic, topic_ids) else {
@@ -340,7 +347,10 @@ fn remask(
             f.partition == m.partition
                 && topic_name(&f.topic, topic_ids).is_some_and(|n| *n == *m.topic)
         }) else {
-            return Err(format!("{}/{} vanished from the request", m.topic, m.partition));
+            return Err(format!(
+                "{}/{} vanished from the request",
+                m.topic, m.partition
+            ));
         };
         let records = original.get(field.records.clone()).unwrap_or_default();
         m.state = mask_partition(masking, rules, records, counters, &mut scratch)
@@ -356,7 +366,8 @@ fn refuse_retriably(header: &RequestHeader, original: &Bytes) -> Result<Outcome,
     if produce_acks(original, header).map_err(|e| malformed(e.to_string()))? == 0 {
         return Ok(Outcome::Drop);
     }
-    let fields = transform::produce_records(original, header).map_err(|e| malformed(e.to_string()))?;
+    let fields =
+        transform::produce_records(original, header).map_err(|e| malformed(e.to_string()))?;
     let mut topics: Vec<TopicProduceResponse> = Vec::new();
     for field in &fields {
         let partition = PartitionProduceResponse::default()

@@ -9,16 +9,29 @@ use crate::{
     mask::{MaskError, Part, Rule},
 };
 
+/// A header's value as the rules so far left it, and whether one changed it.
+type HeaderValue<'a> = (Option<Cow<'a, [u8]>>, bool);
+
 /// What a rule does to one part: `Ok(None)` leaves it as it is.
 pub(super) trait PartOp {
-    fn apply(&mut self, rule: &Rule, part: Part, input: &[u8]) -> Result<Option<Vec<u8>>, MaskError>;
+    fn apply(
+        &mut self,
+        rule: &Rule,
+        part: Part,
+        input: &[u8],
+    ) -> Result<Option<Vec<u8>>, MaskError>;
 }
 
 impl<F> PartOp for F
 where
     F: FnMut(&Rule, Part, &[u8]) -> Result<Option<Vec<u8>>, MaskError>,
 {
-    fn apply(&mut self, rule: &Rule, part: Part, input: &[u8]) -> Result<Option<Vec<u8>>, MaskError> {
+    fn apply(
+        &mut self,
+        rule: &Rule,
+        part: Part,
+        input: &[u8],
+    ) -> Result<Option<Vec<u8>>, MaskError> {
         self(rule, part, input)
     }
 }
@@ -35,7 +48,7 @@ pub(super) fn edit_record<'r>(
     let mut value: Option<Cow<'_, [u8]>> = record.value.map(Cow::Borrowed);
     let (mut key_changed, mut value_changed) = (false, false);
     // Filled on the first rule that reads headers: most rules do not.
-    let mut headers: Option<Vec<(Option<Cow<'_, [u8]>>, bool)>> = None;
+    let mut headers: Option<Vec<HeaderValue<'_>>> = None;
     for rule in rules {
         let parts = rule.spec().parts;
         if parts.key {
