@@ -29,7 +29,10 @@ const BOOTSTRAP: &str = "127.0.0.1:9092";
 const IDP: &str = "127.0.0.1:9400";
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(150);
 const TOPICS: &[&str] = &["payments", "payments.txn", "app.logs"];
-const CODECS: &[&str] = &["none", "gzip", "snappy", "lz4", "zstd"];
+/// The SQLite-backed tansu cannot serve snappy batches back (its fetch fails with
+/// `UnexpectedType("Snappy")`); snappy is covered through the second daemon's memory-backed
+/// broker in the PostgreSQL test.
+const CODECS: &[&str] = &["none", "gzip", "lz4", "zstd"];
 
 struct Who {
     id: &'static str,
@@ -165,11 +168,16 @@ fn payment(run: &str, i: usize) -> Value {
     })
 }
 
+/// One JSON line per record: a JSON string is the record's text as it is (free text, or not
+/// JSON at all), anything else its JSON text.
 fn write_records(path: &Path, values: &[Value]) {
     let lines: Vec<String> = values
         .iter()
         .enumerate()
-        .map(|(i, v)| json!({"key": format!("k{i}"), "value": v.to_string()}).to_string())
+        .map(|(i, v)| {
+            let text = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+            json!({"key": format!("k{i}"), "value": text}).to_string()
+        })
         .collect();
     fs::write(path, lines.join("\n") + "\n").expect("writing records");
 }
@@ -495,26 +503,6 @@ fn produced_records_are_masked_and_each_consumer_gets_what_policy_says() {
         assert_eq!(ops, stored_by_id, "{} ops view", lib.name());
     }
 
-    // A transactional producer: committed, masked, read with read_committed.
-    let txn: Vec<Value> = (0..6).map(|i| payment("txn", i)).collect();
-    assert_complete(&s.produce(
-        "payments.txn",
-        "lz4",
-        &txn,
-        &["--transactional-id", "payments-txn-1"],
-    ));
-    let committed = by_id(&s.read(
-        Lib::Confluent,
-        &OPS,
-        "payments.txn",
-        txn.len(),
-        &["--read-committed"],
-    ));
-    for original in &txn {
-        let id = original["id"].as_str().expect("id");
-        check_stored(original, &committed[id]);
-    }
-
     // Not JSON under a JSON rule (on_malformed: reject): refused, nothing stored.
     let bad = s.produce(
         "payments",
@@ -672,7 +660,7 @@ fn a_postgres_vault_is_shared_by_two_daemons_and_its_outage_refuses_produce() {
         Lib::KafkaPython,
         &OPS,
         "admin",
-        &["--create", "payments", "--partitions", "1"],
+        &["--create", "payments,payments.txn", "--partitions", "1"],
     );
     assert_eq!(create["ok"], true, "{create}");
 
@@ -703,9 +691,55 @@ fn a_postgres_vault_is_shared_by_two_daemons_and_its_outage_refuses_produce() {
     )));
     for i in 0..4 {
         let (a, b_rec) = (&a_stored[&format!("a-{i}")], &b_seen[&format!("b-{i}")]);
+        check_stored(&b_values[i], b_rec);
         assert_eq!(a["card"]["number"], b_rec["card"]["number"], "record {i}");
         assert_eq!(a["customer"]["email"], b_rec["customer"]["email"]);
     }
+    // Snappy batches re-encoded by the second daemon, revealed by it to the fraud analyst
+    // (kafka-python checks the CRCs).
+    let revealed = by_id(&read_values(run_as(
+        &s.ns,
+        &s.idp,
+        &b,
+        b_bootstrap,
+        Lib::KafkaPython,
+        &FRAUD,
+        "dump",
+        &dump,
+    )));
+    for original in &b_values {
+        let id = original["id"].as_str().expect("id");
+        assert_eq!(revealed[id]["card"], original["card"], "{id}");
+        assert_eq!(revealed[id]["customer"]["email"], original["customer"]["email"]);
+    }
+    // A transactional producer (the SQLite-backed tansu does not offer EndTxn; the memory one
+    // does): committed, masked, read with read_committed.
+    let txn: Vec<Value> = (0..6).map(|i| payment("txn", i)).collect();
+    assert_complete(&produce_values(
+        &s,
+        b_bootstrap,
+        "payments.txn",
+        "lz4",
+        &txn,
+        &["--transactional-id", "payments-txn-1"],
+    ));
+    let committed_args = dump_args("payments.txn", txn.len(), &["--read-committed"]);
+    let committed_args: Vec<&str> = committed_args.iter().map(String::as_str).collect();
+    let committed = by_id(&read_values(run_as(
+        &s.ns,
+        &s.idp,
+        &b,
+        b_bootstrap,
+        Lib::Confluent,
+        &OPS,
+        "dump",
+        &committed_args,
+    )));
+    for original in &txn {
+        let id = original["id"].as_str().expect("id");
+        check_stored(original, &committed[id]);
+    }
+
     // A token only the first daemon made, revealed by the second.
     let fresh = json!({"id": "fresh", "card": {"number": "4000056655665556"},
                        "customer": {"email": "only-a@example.com"}});
