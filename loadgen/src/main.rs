@@ -37,6 +37,10 @@ enum Payload {
     Random,
     /// Random lower-case words: compresses to roughly half.
     Text,
+    /// JSON payment records padded to the size with a note of words: a card number at
+    /// `$.card.number` and an email at `$.customer.email` (the masking bench's two fields),
+    /// each one of 64 values.
+    Json,
 }
 
 #[derive(Parser)]
@@ -185,6 +189,34 @@ fn payloads(args: &Args) -> Vec<Vec<u8>> {
     (0..64)
         .map(|_| match args.payload {
             Payload::Random => (0..args.size).map(|_| next() as u8).collect(),
+            Payload::Json => {
+                const CARDS: &[&str] = &[
+                    "4111111111111111",
+                    "5555555555554444",
+                    "378282246310005",
+                    "6011111111111117",
+                ];
+                let id = next();
+                let mut note = String::new();
+                let head = format!(
+                    "{{\"id\":\"{id:016x}\",\"ts\":{},\"amount\":{}.{:02},\
+                     \"card\":{{\"number\":\"{}\",\"exp\":\"12/29\"}},\
+                     \"customer\":{{\"name\":\"Customer {}\",\"email\":\"user{}@example.com\"}},\
+                     \"note\":\"",
+                    1_732_356_000_000u64 + next() % 86_400_000,
+                    next() % 1000,
+                    next() % 100,
+                    CARDS[(next() % CARDS.len() as u64) as usize],
+                    next() % 1000,
+                    id % 10_000,
+                );
+                while head.len() + note.len() + 2 < args.size {
+                    note.push_str(WORDS[(next() % WORDS.len() as u64) as usize]);
+                    note.push(' ');
+                }
+                note.truncate(args.size.saturating_sub(head.len() + 2));
+                format!("{head}{note}\"}}").into_bytes()
+            }
             Payload::Text => {
                 let mut v = Vec::with_capacity(args.size + 16);
                 while v.len() < args.size {

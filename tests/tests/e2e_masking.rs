@@ -710,7 +710,10 @@ fn a_postgres_vault_is_shared_by_two_daemons_and_its_outage_refuses_produce() {
     for original in &b_values {
         let id = original["id"].as_str().expect("id");
         assert_eq!(revealed[id]["card"], original["card"], "{id}");
-        assert_eq!(revealed[id]["customer"]["email"], original["customer"]["email"]);
+        assert_eq!(
+            revealed[id]["customer"]["email"],
+            original["customer"]["email"]
+        );
     }
     // A transactional producer (the SQLite-backed tansu does not offer EndTxn; the memory one
     // does): committed, masked, read with read_committed.

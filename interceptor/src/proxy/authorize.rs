@@ -142,6 +142,38 @@ impl RequestAuthz {
     }
 }
 
+#[cfg(test)]
+impl RequestAuthz {
+    /// The fetch masking filter `authorize` would attach for `identity`, without authorizing.
+    pub fn consumer_filter(
+        &mut self,
+        identity: &Identity,
+        header: &RequestHeader,
+    ) -> Option<AsyncRewrite> {
+        let policy = self.policy.current();
+        self.check.begin(Arc::clone(&policy), identity, header);
+        let subject = Subject {
+            principal: &identity.principal,
+            groups: &identity.groups,
+            client_id: None,
+            source: self.client.ip(),
+        };
+        policy.set.fetch_masking_possible(&subject).then(|| {
+            FetchRewrite {
+                masking: Arc::clone(self.check.masking()),
+                policy: Arc::clone(&policy),
+                consumer: self.check.consumer(self.session),
+                api_key: header.api_key,
+                api_version: header.api_version,
+                correlation_id: header.correlation_id,
+                topic_ids: Arc::clone(&self.topic_ids),
+                audit: self.audit.clone(),
+            }
+            .into_filter()
+        })
+    }
+}
+
 /// Hands decisions made while rewriting responses to the audit log.
 pub struct ResponseAudit {
     check: Arc<SessionCheck>,

@@ -12,6 +12,8 @@
 pub(crate) mod fetch;
 pub(crate) mod produce;
 mod record;
+#[cfg(test)]
+mod tests;
 
 use crate::{
     audit::TransformCount,
