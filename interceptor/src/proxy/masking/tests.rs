@@ -406,7 +406,7 @@ async fn a_record_that_is_not_json_refuses_its_partition_only() {
     let good = batch(&[payment(1)], Compression::None);
     // Not JSON at all (`batch` would write JSON text).
     let bad = {
-        let records = vec![Record {
+        let records = [Record {
             transactional: false,
             control: false,
             partition_leader_epoch: 0,
