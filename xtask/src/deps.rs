@@ -24,7 +24,7 @@ use anyhow::{bail, Context, Result};
 use crate::util::{self, cargo, peers_dir};
 
 /// Debian packages: the eBPF toolchain, network namespaces, kcat, librdkafka's build needs
-/// (for the load tool), haproxy for comparisons.
+/// (for the load tool), haproxy for comparisons, PostgreSQL for the shared vault's tests.
 pub const DEBIAN_PACKAGES: &[&str] = &[
     "rustc-web",
     "libstd-rust-web-dev-bpf",
@@ -45,6 +45,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     // librdkafka 2.12 (loadgen) includes <curl/curl.h> even with curl off; nothing links it.
     "libcurl4-openssl-dev",
     "haproxy",
+    // The PostgreSQL token vault's tests start their own server.
+    "postgresql-15",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -65,6 +67,7 @@ const CACHE_DIR: &str = "/var/cache/interceptor";
 
 pub fn run() -> Result<()> {
     debian_packages()?;
+    postgres_on_path()?;
     bpf_linker()?;
     fuzz_tools()?;
     python_venv()?;
@@ -72,6 +75,28 @@ pub fn run() -> Result<()> {
     tansu_sasl()?;
     kcat_wrapper()?;
     oidc_provider()?;
+    Ok(())
+}
+
+/// Debian keeps the PostgreSQL server programs out of PATH (/usr/lib/postgresql/15/bin);
+/// the tests call `initdb`, `pg_ctl` and `postgres` by name, so they are linked into
+/// /usr/local/bin when PATH has none.
+fn postgres_on_path() -> Result<()> {
+    let dir = Path::new("/usr/lib/postgresql/15/bin");
+    for program in ["initdb", "pg_ctl", "postgres"] {
+        let on_path = std::env::var_os("PATH").is_some_and(|path| {
+            std::env::split_paths(&path).any(|d| d.join(program).is_file())
+        });
+        if on_path {
+            continue;
+        }
+        let target = dir.join(program);
+        let link = Path::new("/usr/local/bin").join(program);
+        say(&format!("linking {} -> {}", link.display(), target.display()));
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&target, &link)
+            .with_context(|| format!("linking {}", link.display()))?;
+    }
     Ok(())
 }
 
