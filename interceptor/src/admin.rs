@@ -46,6 +46,9 @@ pub struct Status {
     pub fail_open: bool,
     pub protected: Vec<std::net::SocketAddr>,
     pub policy: PolicyStatus,
+    /// The token vault's health and counters; absent without a keyring.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vault: Option<crate::vault::VaultStatus>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -81,6 +84,11 @@ impl StatusSource {
             rules: active.set.rule_count(),
             reload: self.policy.status(),
         };
+        status.vault = self
+            .detokenizer
+            .as_ref()
+            .and_then(|d| d.vault.as_ref())
+            .map(crate::vault::Vault::status);
         status
     }
 }
@@ -327,6 +335,7 @@ mod tests {
                     rules: 0,
                     reload: ReloadStatus::default(),
                 },
+                vault: None,
             },
             policy: PolicyHandle::fixed(PolicySet::empty()),
             detokenizer: None,

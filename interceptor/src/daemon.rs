@@ -217,6 +217,7 @@ pub async fn run(config: Config, mode: Mode) -> Result<()> {
                     rules: 0,
                     reload: Default::default(),
                 },
+                vault: None,
             },
             policy: policy.clone(),
             detokenizer: Some(Arc::new(Detokenizer {
