@@ -565,9 +565,15 @@ fn produced_records_are_masked_and_each_consumer_gets_what_policy_says() {
     );
 
     // `interceptor status` reports the vault.
-    let status = s.daemon.status().unwrap_or_else(|e| panic!("status: {e:#}"));
+    let status = s
+        .daemon
+        .status()
+        .unwrap_or_else(|e| panic!("status: {e:#}"));
     assert_eq!(status["vault"]["healthy"], true, "{status}");
-    assert!(status["vault"]["stored"].as_u64().unwrap_or(0) > 0, "{status}");
+    assert!(
+        status["vault"]["stored"].as_u64().unwrap_or(0) > 0,
+        "{status}"
+    );
 
     // The audit trail: every transform with its rule and counts, never a value.
     let events = s.daemon.audit_events();

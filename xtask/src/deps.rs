@@ -84,15 +84,18 @@ pub fn run() -> Result<()> {
 fn postgres_on_path() -> Result<()> {
     let dir = Path::new("/usr/lib/postgresql/15/bin");
     for program in ["initdb", "pg_ctl", "postgres"] {
-        let on_path = std::env::var_os("PATH").is_some_and(|path| {
-            std::env::split_paths(&path).any(|d| d.join(program).is_file())
-        });
+        let on_path = std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(program).is_file()));
         if on_path {
             continue;
         }
         let target = dir.join(program);
         let link = Path::new("/usr/local/bin").join(program);
-        say(&format!("linking {} -> {}", link.display(), target.display()));
+        say(&format!(
+            "linking {} -> {}",
+            link.display(),
+            target.display()
+        ));
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(&target, &link)
             .with_context(|| format!("linking {}", link.display()))?;

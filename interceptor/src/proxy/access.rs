@@ -107,6 +107,8 @@ impl SessionCheck {
         }
         s.api = api_name(header.api_key);
         s.correlation_id = header.correlation_id;
+        // What an earlier request left (it failed before being forwarded) is not this one's.
+        s.masked.clear();
     }
 
     /// The decisions made since the last call, with the version of the set that made them.

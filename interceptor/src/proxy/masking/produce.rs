@@ -216,21 +216,11 @@ pub(crate) async fn finish(
             detail: format!("cannot place masked records: {e}"),
         })?;
     let mut replacements: Vec<(RecordsField<'_>, Option<&[u8]>)> = Vec::new();
-    for field in fields {
-        let Some(name) = topic_name(&field.topic, topic_ids) else {
-            continue;
-        };
-        let found = masked
-            .iter()
-            .find(|m| m.topic == *name && m.partition == field.partition);
-        if let Some(MaskedPartition {
-            state:
-                PartitionState::Masked {
-                    records: Some(records),
-                    ..
-                },
+    for (field, m) in pair(fields, &masked, topic_ids) {
+        if let PartitionState::Masked {
+            records: Some(records),
             ..
-        }) = found
+        } = &masked[m].state
         {
             replacements.push((field, Some(records.as_slice())));
         }
@@ -259,6 +249,32 @@ pub(crate) async fn finish(
         }
     }
     Ok(Outcome::Rewrite { frame, response })
+}
+
+/// Each masked partition with its records field in `fields`, matched in order: the n-th
+/// masked entry for a (topic, partition) is the n-th field naming it, so a partition named
+/// twice in one request gets each of its own records back.
+fn pair<'f>(
+    fields: Vec<RecordsField<'f>>,
+    masked: &[MaskedPartition],
+    topic_ids: &TopicIds,
+) -> Vec<(RecordsField<'f>, usize)> {
+    let mut used = vec![false; masked.len()];
+    let mut pairs = Vec::new();
+    for field in fields {
+        let Some(name) = topic_name(&field.topic, topic_ids) else {
+            continue;
+        };
+        let found = masked
+            .iter()
+            .enumerate()
+            .position(|(i, m)| !used[i] && m.partition == field.partition && *m.topic == *name);
+        if let Some(i) = found {
+            used[i] = true;
+            pairs.push((field, i));
+        }
+    }
+    pairs
 }
 
 fn topic_name(topic: &TopicRef<'_>, ids: &TopicIds) -> Option<Arc<str>> {
@@ -331,9 +347,14 @@ fn remask(
     counters: &Counters,
 ) -> Result<(), String> {
     let fields = transform::produce_records(original, header).map_err(|e| e.to_string())?;
+    let ranges: Vec<(usize, std::ops::Range<usize>)> = pair(fields, masked, topic_ids)
+        .into_iter()
+        .map(|(field, m)| (m, field.records))
+        .collect();
     let mut scratch = RewriteScratch::default();
-    for m in masked.iter_mut() {
-        let PartitionState::Masked { tokens, rules, .. } = &m.state else {
+    for (m, range) in ranges {
+        let entry = &mut masked[m];
+        let PartitionState::Masked { tokens, rules, .. } = &entry.state else {
             continue;
         };
         if !tokens
@@ -343,17 +364,8 @@ fn remask(
             continue;
         }
         let rules = rules.clone();
-        let Some(field) = fields.iter().find(|f| {
-            f.partition == m.partition
-                && topic_name(&f.topic, topic_ids).is_some_and(|n| *n == *m.topic)
-        }) else {
-            return Err(format!(
-                "{}/{} vanished from the request",
-                m.topic, m.partition
-            ));
-        };
-        let records = original.get(field.records.clone()).unwrap_or_default();
-        m.state = mask_partition(masking, rules, records, counters, &mut scratch)
+        let records = original.get(range).unwrap_or_default();
+        entry.state = mask_partition(masking, rules, records, counters, &mut scratch)
             .map_err(|r| r.detail)?;
     }
     Ok(())

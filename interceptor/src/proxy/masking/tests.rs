@@ -481,3 +481,55 @@ async fn a_record_that_is_not_json_refuses_its_partition_only() {
     assert_eq!(violation["rule"], "pii");
     assert!(!violation.to_string().contains("4111111111111111"));
 }
+
+#[tokio::test]
+async fn a_partition_named_twice_gets_each_of_its_own_records_back() {
+    let s = stack(true).await;
+    let first = batch(&[payment(1)], Compression::None);
+    let second = batch(&[payment(2)], Compression::Gzip);
+    let frame = produce_frame(9, -1, &[(0, first), (0, second)]);
+    let (mut authz, identity) = s.authz("writer");
+    let header = RequestHeader::parse(&frame).unwrap();
+    let (outcome, _) = authz.authorize(&identity, &header, &frame).await.unwrap();
+    let Outcome::Rewrite { frame: out, .. } = outcome else {
+        panic!("expected a rewritten produce, got {outcome:?}");
+    };
+    let header = RequestHeader::parse(&out).unwrap();
+    let mut body = out.slice(header.body_offset..);
+    let request = ProduceRequest::decode(&mut body, 9).unwrap();
+    let parts = &request.topic_data[0].partition_data;
+    let ids: Vec<Value> = parts
+        .iter()
+        .map(|p| values_of(p.records.as_ref().unwrap())[0]["id"].clone())
+        .collect();
+    assert_eq!(ids, vec![json!(1), json!(2)]);
+}
+
+#[tokio::test]
+async fn a_token_the_vault_holds_for_another_value_is_derived_again() {
+    let s = stack(true).await;
+    let vault = s.vault.as_ref().unwrap();
+    let scope = "pii/$.email";
+    let value = b"u1@example.com";
+    // Someone else's value already holds this value's first token.
+    let taken = crate::mask::derive_token(vault.mac_key(), scope, value, 0, false);
+    let conflicts = vault
+        .store(&[crate::mask::NewToken {
+            token: taken.clone(),
+            scope: scope.into(),
+            value: b"someone-else@example.com".to_vec(),
+        }])
+        .await
+        .unwrap();
+    assert!(conflicts.is_empty());
+    let records = produce(&s, Compression::None, &[payment(1)]).await;
+    let token = values_of(&records)[0]["email"].as_str().unwrap().to_owned();
+    assert_ne!(token, taken, "the taken token is not reused");
+    assert_eq!(
+        token,
+        crate::mask::derive_token(vault.mac_key(), scope, value, 1, false)
+    );
+    let found = vault.lookup(&[token.clone(), taken.clone()]).await.unwrap();
+    assert_eq!(found[&token].value, value);
+    assert_eq!(found[&taken].value, b"someone-else@example.com");
+}
