@@ -838,6 +838,45 @@ fn report(demo: &Demo, outcomes: &[StepOutcome]) {
                     .unwrap_or_else(|| "none matched: default deny".into()),
             );
         }
+        for e in window
+            .iter()
+            .filter(|e| e["event"] == "transform" || e["event"] == "detokenize")
+            .take(6)
+        {
+            if e["event"] == "detokenize" {
+                println!(
+                    "    DETOKENIZE by {} ({}) — rule {}: {}",
+                    text(&e["principal"]),
+                    text(&e["groups"]),
+                    text(&e["rule"]),
+                    text(&e["outcome"]),
+                );
+                continue;
+            }
+            let fields: Vec<String> = e["fields"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|f| {
+                    format!(
+                        "{} {} ×{}",
+                        text(&f["selector"]),
+                        text(&f["action"]),
+                        f["count"]
+                    )
+                })
+                .collect();
+            println!(
+                "    {} {} {}/{} for {}: {} record(s) — {}",
+                text(&e["outcome"]).to_uppercase(),
+                text(&e["stage"]),
+                text(&e["topic"]),
+                e["partition"],
+                text(&e["principal"]),
+                e["records"],
+                fields.join(", ")
+            );
+        }
         for e in window.iter().filter(|e| e["event"] == "connection_open") {
             let session = e["session"].as_u64().unwrap_or(0);
             let close = closes.get(&session);
