@@ -1,5 +1,5 @@
-//! Read-only iteration over the records of a partition's records field: the concatenated
-//! magic v2 record batches (KIP-98) of a Produce request.
+//! Iteration over, and rewriting of, the records of a partition's records field: the
+//! concatenated magic v2 record batches (KIP-98) of a Produce request or a Fetch response.
 //!
 //! Made for the produce hot path of topics with record rules (sizes, forbidden content):
 //! - uncompressed batches are read in place, zero-copy;
