@@ -258,8 +258,10 @@ impl super::Rule {
         if self.c.text_tokens {
             for s in memmem::find_iter(hay, TOKEN_PREFIX.as_bytes()) {
                 let e = s + TOKEN_LEN;
-                let bounded =
-                    (s == 0 || !is_word(hay[s - 1])) && (e >= hay.len() || !is_word(hay[e]));
+                // A token ends after its fixed length; what follows only has to end the
+                // word (a detector's match can end right before an `_`).
+                let bounded = (s == 0 || !is_word(hay[s - 1]))
+                    && (e >= hay.len() || !hay[e].is_ascii_alphanumeric());
                 if e <= hay.len() && bounded && is_token(&hay[s..e]) {
                     out.push((s, e, Sel::TextToken));
                 }
