@@ -24,6 +24,14 @@ pub fn apply(action: &Action, scope: &str, value: &[u8], tokens: &mut dyn Tokens
 /// When there are no more than keep_first + keep_last of them, all are masked: keeping them
 /// would keep the whole value.
 pub fn partial(value: &[u8], keep_first: usize, keep_last: usize, mask_char: char) -> String {
+    if value.is_ascii() && mask_char.is_ascii() {
+        return partial_ascii(value, keep_first, keep_last, mask_char as u8);
+    }
+    partial_chars(value, keep_first, keep_last, mask_char)
+}
+
+/// `partial` character by character, for any text.
+fn partial_chars(value: &[u8], keep_first: usize, keep_last: usize, mask_char: char) -> String {
     let text = String::from_utf8_lossy(value);
     let counts = |c: char| c.is_ascii_alphanumeric() || !c.is_ascii();
     let total = text.chars().filter(|&c| counts(c)).count();
@@ -40,6 +48,25 @@ pub fn partial(value: &[u8], keep_first: usize, keep_last: usize, mask_char: cha
         }
     }
     out
+}
+
+/// `partial` for ASCII values and mask characters: one byte per character.
+fn partial_ascii(value: &[u8], keep_first: usize, keep_last: usize, mask: u8) -> String {
+    let total = value.iter().filter(|c| c.is_ascii_alphanumeric()).count();
+    let keep_all_masked = total <= keep_first.saturating_add(keep_last);
+    let mut out = Vec::with_capacity(value.len());
+    let mut k = 0;
+    for &c in value {
+        if c.is_ascii_alphanumeric() {
+            let kept = !keep_all_masked && (k < keep_first || k >= total - keep_last);
+            out.push(if kept { c } else { mask });
+            k += 1;
+        } else {
+            out.push(c);
+        }
+    }
+    // Only ASCII bytes went in.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -64,5 +91,20 @@ mod tests {
         assert_eq!(partial(b"1234", 2, 2, '*'), "****");
         assert_eq!(partial(b"", 2, 2, '*'), "");
         assert_eq!(partial(b"12345", usize::MAX, 1, '*'), "*****");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn ascii_partial_agrees_with_chars(
+            value in proptest::collection::vec(0u8..0x80, 0..40),
+            keep_first in 0usize..6,
+            keep_last in 0usize..6,
+            mask in proptest::sample::select(vec!['*', '#', 'x']),
+        ) {
+            proptest::prop_assert_eq!(
+                partial(&value, keep_first, keep_last, mask),
+                partial_chars(&value, keep_first, keep_last, mask)
+            );
+        }
     }
 }

@@ -19,6 +19,7 @@ mod edit;
 pub mod json;
 pub mod path;
 mod rule;
+mod simd;
 pub mod spec;
 pub mod token;
 

@@ -79,6 +79,11 @@ pub fn find_in_groups(hay: &[u8], g: &Groups, mut emit: impl FnMut(usize, usize)
     let mut buf = [0u8; 19];
     let mut a = 0;
     'outer: while a < g.len {
+        // No brand starts with 0, 1, 7, 8 or 9: nothing to gather (epoch timestamps).
+        if !matches!(hay[g.spans[a].0], b'2'..=b'6') {
+            a += 1;
+            continue;
+        }
         let la = g.glen(a);
         if (13..=19).contains(&la) {
             let k = gather(hay, g, a, a, &mut buf);

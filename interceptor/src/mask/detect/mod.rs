@@ -21,6 +21,7 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, Input, MatchKind};
 
 use self::keys::Tail;
 use self::run::Groups;
+use super::simd;
 use super::spec::Detector;
 
 /// A validated match: bytes [start, end) found by the detector at index `det` of the set.
@@ -193,40 +194,129 @@ impl Detectors {
         }
     }
 
-    /// Digits, `@` and `+`, eight bytes at a time.
+    /// Digits, `@` and `+`, classified 64 bytes at a time into bit masks. Most digit runs in
+    /// clean text cannot start anything (too short and not followed by another group, or glued
+    /// to a word): the masks pick out the runs that might, so the others cost no branch.
+    /// Events are taken in order of position, each only if its run starts at or after where
+    /// the scan resumes, which is what a byte-by-byte scan visiting every digit run would do.
     fn scan_bytes(&self, hay: &[u8], out: &mut Vec<Found>) {
         let digits = self.card.is_some() || self.ssn.is_some() || self.iban.is_some();
+        let groups = self.card.is_some() || self.ssn.is_some();
+        let iban = self.iban.is_some();
         let at = self.email.is_some();
         let plus = self.phone.is_some();
         if !(digits || at || plus) {
             return;
         }
         let dmask = if digits { u64::MAX } else { 0 };
-        let amask = if at { u64::MAX } else { 0 };
-        let pmask = if plus { u64::MAX } else { 0 };
+        // `@` and `+` share a mask: one whose detector is off is a candidate that `candidate`
+        // passes over, as if the scan had not stopped there.
+        let omask = if at || plus { u64::MAX } else { 0 };
         let n = hay.len();
+        // Where the scan resumes: every candidate before it has been dealt with.
         let mut i = 0;
-        while i + 8 <= n {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&hay[i..i + 8]);
-            let w = u64::from_le_bytes(w);
-            let m =
-                (digit_mask(w) & dmask) | (eq_mask(w, b'@') & amask) | (eq_mask(w, b'+') & pmask);
-            if m == 0 {
-                i += 8;
-                continue;
+        let mut base = 0;
+        while base < n {
+            let m = match hay.get(base..base + 64) {
+                Some(b) => match <&[u8; 64]>::try_from(b) {
+                    Ok(b) => simd::anchors64(b),
+                    Err(_) => return,
+                },
+                None => {
+                    // The tail, padded with zeros (in no class).
+                    let mut buf = [0u8; 64];
+                    buf[..n - base].copy_from_slice(&hay[base..]);
+                    simd::anchors64(&buf)
+                }
+            };
+            let before = |k: usize| if base >= k { hay[base - k] } else { 0 };
+            let d = m.digit & dmask;
+            let carry_d = u64::from(before(1).is_ascii_digit()) & dmask;
+            let starts = d & !((d << 1) | carry_d);
+            let mut ev = m.other & omask;
+            if digits {
+                // Runs reaching the end of the block: checked exactly.
+                ev |= d & (0b11 << 62);
             }
-            let p = i + (m.trailing_zeros() / 8) as usize;
-            i = self.candidate(hay, p, out);
+            if groups {
+                // Last digits of runs followed by a separator and a digit.
+                ev |= d & !(d >> 1) & (m.sep >> 1) & (d >> 2);
+                // Starts of runs of 13 digits or more.
+                let d2 = d & (d >> 1);
+                let d4 = d2 & (d2 >> 2);
+                let d8 = d4 & (d4 >> 4);
+                ev |= starts & d8 & (d4 >> 8) & (d >> 12);
+            }
+            if iban {
+                // Runs after two uppercase letters.
+                let u1 = u64::from(before(1).is_ascii_uppercase());
+                let u2 = u64::from(before(2).is_ascii_uppercase());
+                let prev1 = (m.upper << 1) | u1;
+                let prev2 = (m.upper << 2) | (u1 << 1) | u2;
+                ev |= starts & prev1 & prev2;
+            }
+            while ev != 0 && i < base + 64 {
+                if i > base {
+                    ev &= u64::MAX << (i - base);
+                    if ev == 0 {
+                        break;
+                    }
+                }
+                let off = ev.trailing_zeros() as usize;
+                ev &= ev - 1;
+                if d & (1 << off) == 0 {
+                    i = self.candidate(hay, base + off, out);
+                    continue;
+                }
+                // The start of the event's run; none in this block: the run began in an
+                // earlier block, whose last digits were an event there.
+                let below = starts & (u64::MAX >> (63 - off));
+                if below == 0 {
+                    continue;
+                }
+                let s = 63 - below.leading_zeros() as usize;
+                if base + s < i {
+                    // Resumed inside this run: the rest of it is glued to its digits.
+                    continue;
+                }
+                i = self.digit_fast(hay, base + s, d >> s, base + 64, out);
+            }
+            base = (base + 64).max(i);
         }
-        while i < n {
-            let b = hay[i];
-            if (digits && b.is_ascii_digit()) || (at && b == b'@') || (plus && b == b'+') {
-                i = self.candidate(hay, i, out);
-            } else {
-                i += 1;
+    }
+
+    /// The digit run at `p`: `run` is the digit mask from `p` on, valid up to `block_end`.
+    /// Dismisses what `digit_run` would dismiss without parsing; the rest goes to it.
+    #[inline(always)]
+    fn digit_fast(
+        &self,
+        hay: &[u8],
+        p: usize,
+        run: u64,
+        block_end: usize,
+        out: &mut Vec<Found>,
+    ) -> usize {
+        let prev = if p > 0 { hay[p - 1] } else { 0 };
+        if self.iban.is_some() && prev.is_ascii_uppercase() {
+            return self.digit_run(hay, p, out);
+        }
+        let mut e = p + (!run).trailing_zeros() as usize;
+        if e >= block_end {
+            e = block_end;
+            while e < hay.len() && hay[e].is_ascii_digit() {
+                e += 1;
             }
         }
+        let glued = run::is_word(prev);
+        if (self.card.is_none() && self.ssn.is_none()) || glued {
+            return e;
+        }
+        let grouped =
+            e + 1 < hay.len() && matches!(hay[e], b' ' | b'-') && hay[e + 1].is_ascii_digit();
+        if !grouped && e - p < 13 {
+            return e;
+        }
+        self.digit_run(hay, p, out)
     }
 
     /// Validates the candidate at `p`; returns where the scan resumes (> p).
@@ -314,24 +404,6 @@ impl Detectors {
     }
 }
 
-const LO: u64 = 0x0101_0101_0101_0101;
-const HI: u64 = 0x8080_8080_8080_8080;
-
-/// High bit of each byte of `w` that is an ASCII digit.
-#[inline(always)]
-fn digit_mask(w: u64) -> u64 {
-    let x = w ^ (LO * 0x30);
-    // x < 10 per byte, without borrows crossing bytes (x & 0x7f ≤ 0x7f < 0x89).
-    (LO * 0x89).wrapping_sub(x & !HI) & !x & HI
-}
-
-/// High bit of each byte of `w` equal to `c`.
-#[inline(always)]
-fn eq_mask(w: u64, c: u8) -> u64 {
-    let x = w ^ (LO * u64::from(c));
-    !(((x & !HI) + !HI) | x) & HI
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -344,22 +416,88 @@ pub(crate) mod tests {
         out.iter().map(|f| s[f.start..f.end].to_string()).collect()
     }
 
-    #[test]
-    fn swar_masks_match_bytewise() {
-        for b in 0..=255u8 {
-            let w = u64::from_le_bytes([b, 0, b'5', b, 0xff, b'@', b'+', b]);
-            let want = |f: &dyn Fn(u8) -> bool| {
-                w.to_le_bytes().iter().enumerate().fold(0u64, |m, (i, &x)| {
-                    if f(x) {
-                        m | (0x80 << (8 * i))
-                    } else {
-                        m
-                    }
-                })
-            };
-            assert_eq!(digit_mask(w), want(&|x: u8| x.is_ascii_digit()), "{b}");
-            assert_eq!(eq_mask(w, b'@'), want(&|x| x == b'@'), "{b}");
-            assert_eq!(eq_mask(w, b'+'), want(&|x| x == b'+'), "{b}");
+    /// The byte scan as it was before the block masks: every digit, `@` and `+` from where
+    /// the scan resumes is a candidate.
+    fn scan_bytes_reference(d: &Detectors, hay: &[u8], out: &mut Vec<Found>) {
+        let digits = d.card.is_some() || d.ssn.is_some() || d.iban.is_some();
+        let (at, plus) = (d.email.is_some(), d.phone.is_some());
+        let mut i = 0;
+        while i < hay.len() {
+            let b = hay[i];
+            if (digits && b.is_ascii_digit()) || (at && b == b'@') || (plus && b == b'+') {
+                i = match b {
+                    b'@' | b'+' => d.candidate(hay, i, out),
+                    _ => d.digit_run(hay, i, out),
+                };
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn detector_sets() -> Vec<Detectors> {
+        use Detector::*;
+        [
+            Detector::builtins(),
+            vec![CreditCard],
+            vec![UsSsn],
+            vec![Iban],
+            vec![CreditCard, UsSsn],
+            vec![Email],
+            vec![Phone, Iban],
+            vec![Email, Phone],
+        ]
+        .iter()
+        .map(|l| Detectors::new(l).unwrap())
+        .collect()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn block_scan_agrees_with_bytewise_scan(
+            bytes in proptest::collection::vec(
+                proptest::prop_oneof![
+                    4 => b'0'..=b'9',
+                    1 => proptest::prelude::Just(b' '),
+                    1 => proptest::prelude::Just(b'-'),
+                    1 => b'A'..=b'Z',
+                    1 => b'a'..=b'z',
+                    1 => proptest::prop_oneof![
+                        proptest::prelude::Just(b'@'),
+                        proptest::prelude::Just(b'+'),
+                        proptest::prelude::Just(b'.'),
+                        proptest::prelude::Just(b'_'),
+                        proptest::prelude::Just(0x80u8),
+                        proptest::prelude::Just(0xffu8),
+                        proptest::prelude::Just(0u8),
+                    ],
+                    1 => proptest::prelude::any::<u8>(),
+                ],
+                0..300,
+            ),
+            // Real cards, SSNs and IBANs now and then, so matches are exercised too.
+            inserts in proptest::collection::vec(
+                (0usize..300, 0usize..6), 0..4),
+        ) {
+            const PLANTED: [&str; 6] = [
+                "4111 1111 1111 1111",
+                "123-45-6789",
+                "GB82WEST12345698765432",
+                "alice@example.com",
+                "+14155552671",
+                "4111111111111111",
+            ];
+            let mut hay = bytes;
+            for (at, k) in inserts {
+                let at = at.min(hay.len());
+                hay.splice(at..at, PLANTED[k].bytes());
+            }
+            for d in detector_sets() {
+                let (mut got, mut want) = (Vec::new(), Vec::new());
+                d.scan_bytes(&hay, &mut got);
+                scan_bytes_reference(&d, &hay, &mut want);
+                proptest::prop_assert_eq!(got, want, "{:?}", String::from_utf8_lossy(&hay));
+            }
         }
     }
 

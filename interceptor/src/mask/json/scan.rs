@@ -3,6 +3,7 @@
 
 use super::text::{hex4, number_end, unescape};
 use crate::mask::path::Seg;
+use crate::mask::simd;
 
 /// Containers open at once; serde_json's own recursion limit, so both agree on what is JSON.
 pub const MAX_DEPTH: usize = 127;
@@ -42,6 +43,7 @@ impl Paths {
 
     /// (selected path, paths still alive below) for the value at `depth` reached from a
     /// container whose live paths are `live`, by member `key` or element `index`.
+    #[inline]
     fn step(
         &self,
         live: u64,
@@ -141,12 +143,47 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 
 /// The end (after the closing quote) of the string whose opening quote is at `i`, and
 /// whether it has escapes.
+#[inline]
 pub fn string_end(b: &[u8], i: usize) -> Result<(usize, bool), String> {
+    // Most strings are short and plain: their closing quote is the first stop in the next 16
+    // bytes. Anything else (longer, escapes, errors, the end of the input) takes the loop.
+    if let Some(chunk) = b.get(i + 1..i + 17) {
+        if let Ok(chunk) = <&[u8; 16]>::try_from(chunk) {
+            let m = simd::string_stops16(chunk);
+            if m != 0 {
+                let j = i + 1 + m.trailing_zeros() as usize;
+                if b[j] == b'"' {
+                    return Ok((j + 1, false));
+                }
+            }
+        }
+    }
+    string_end_slow(b, i)
+}
+
+/// `string_end` from the start, escapes and errors included.
+#[inline(never)]
+fn string_end_slow(b: &[u8], i: usize) -> Result<(usize, bool), String> {
     let n = b.len();
     let mut j = i + 1;
     let mut escaped = false;
     loop {
-        while j + 8 <= n {
+        // 16 bytes at a time while they last, then 8, then one by one.
+        let mut stopped = false;
+        while let Some(chunk) = b.get(j..j + 16) {
+            let Ok(chunk) = <&[u8; 16]>::try_from(chunk) else {
+                break;
+            };
+            let m = simd::string_stops16(chunk);
+            if m == 0 {
+                j += 16;
+            } else {
+                j += m.trailing_zeros() as usize;
+                stopped = true;
+                break;
+            }
+        }
+        while !stopped && j + 8 <= n {
             let mut w = [0u8; 8];
             w.copy_from_slice(&b[j..j + 8]);
             let m = string_stop(u64::from_le_bytes(w));
@@ -196,8 +233,10 @@ pub fn string_end(b: &[u8], i: usize) -> Result<(usize, bool), String> {
 /// Walks `input`, reporting to `v`. `Err` with a description when it is not JSON; `v` may
 /// have been told about a prefix by then.
 pub fn walk(input: &[u8], paths: &Paths, v: &mut impl Visit) -> Result<(), String> {
-    if let Err(e) = std::str::from_utf8(input) {
-        return err("invalid UTF-8", e.valid_up_to());
+    if !simd::is_ascii(input) {
+        if let Err(e) = std::str::from_utf8(input) {
+            return err("invalid UTF-8", e.valid_up_to());
+        }
     }
     let whole = v.whole_mask();
     let strings = v.wants_strings();

@@ -66,6 +66,10 @@ pub fn escape_into(s: &[u8], out: &mut Vec<u8>) {
 
 fn escape_str(s: &str, out: &mut Vec<u8>) {
     let b = s.as_bytes();
+    if !b.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\') {
+        out.extend_from_slice(b);
+        return;
+    }
     let mut last = 0;
     for (i, &c) in b.iter().enumerate() {
         let esc: &[u8] = match c {
