@@ -76,6 +76,13 @@ pub trait Tokens {
     fn token(&mut self, scope: &str, value: &[u8], format_preserving: bool) -> String;
     /// The keyed hash of `value`.
     fn hash(&mut self, value: &[u8]) -> String;
+    /// A point to go back to: tokens made after it can be forgotten with [`Tokens::rollback`].
+    fn mark(&self) -> usize {
+        0
+    }
+    /// Forgets the tokens made since `mark`: a JSON walk that proved malformed part way made
+    /// tokens for values its output (the text fallback) no longer carries.
+    fn rollback(&mut self, _mark: usize) {}
 }
 
 /// Derives tokens with counter 0, or the counter a vault conflict asked for, and remembers

@@ -211,6 +211,7 @@ impl super::Rule {
         let out = match self.spec.payload {
             Payload::Any => mask_text(input, &self.c.dets, Sel::Det, tokens, &mut counts),
             Payload::Json => {
+                let mark = tokens.mark();
                 let mut m = Masker {
                     c: &self.c,
                     fields: &self.spec.fields,
@@ -228,6 +229,7 @@ impl super::Rule {
                     }
                     Err(detail) => {
                         let tokens = m.tokens;
+                        tokens.rollback(mark);
                         match (&self.spec.on_malformed, &self.c.fallback) {
                             (OnMalformed::Reject, _) => {
                                 return Err(MaskError::Malformed {

@@ -678,3 +678,48 @@ proptest! {
         }
     }
 }
+
+/// A JSON walk that tokenized a field before proving the document malformed must not leave
+/// that token behind for the vault: the text fallback's output does not carry it.
+#[test]
+fn a_malformed_document_keeps_no_tokens_from_the_abandoned_walk() {
+    let rule = Rule::compile(RuleSpec {
+        name: "r".into(),
+        payload: Payload::Json,
+        parts: Parts {
+            key: false,
+            value: true,
+            headers: false,
+        },
+        on_malformed: OnMalformed::Detect,
+        fields: vec![FieldSpec {
+            path: "$.c[*].d".into(),
+            action: Action::Tokenize {
+                format_preserving: false,
+            },
+        }],
+        detectors: vec![DetectorSpec {
+            detector: Detector::CreditCard,
+            action: Action::Tokenize {
+                format_preserving: true,
+            },
+        }],
+    })
+    .unwrap();
+    let key = MacKey([7; 32]);
+    let counters = HashMap::new();
+    let mut tokens = CollectingTokens {
+        key: &key,
+        counters: &counters,
+        new: Vec::new(),
+    };
+    let input = br#"{"c":[{"d":"x@y.com"}],"g":a":{"b":"4111111111111111"}}"#;
+    let out = rule
+        .mask(Part::Value, input, &mut tokens, &mut Stats::default())
+        .unwrap()
+        .expect("the card is masked by the fallback");
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("x@y.com"), "{out}");
+    assert_eq!(tokens.new.len(), 1, "{:?}", tokens.new);
+    assert!(out.contains(&tokens.new[0].token));
+}

@@ -296,6 +296,14 @@ impl Tokens for CollectingTokens<'_> {
         token
     }
 
+    fn mark(&self) -> usize {
+        self.new.len()
+    }
+
+    fn rollback(&mut self, mark: usize) {
+        self.new.truncate(mark);
+    }
+
     fn hash(&mut self, value: &[u8]) -> String {
         hash_value(self.key, value)
     }
