@@ -12,7 +12,7 @@
 //! The binaries (`initdb`, `pg_ctl`, `postgres`) must be on PATH: a test without them fails
 //! loudly through [`require_postgres`], unless `INTERCEPTOR_SKIP_POSTGRES=1`.
 //!
-//! Kept in step with `interceptor/src/vault/testing.rs` (the unit tests' copy).
+//! Also used by the vault's unit tests (`interceptor`'s dev-dependency on this crate).
 
 use std::{
     ffi::OsStr,

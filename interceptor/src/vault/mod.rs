@@ -19,8 +19,6 @@ pub mod keyring;
 
 mod embedded;
 mod postgres;
-#[cfg(test)]
-pub(crate) mod testing;
 
 use std::{
     collections::{hash_map::Entry, HashMap, HashSet},

@@ -580,7 +580,7 @@ async fn measure(vault: &Vault, prefix: &str) -> (Duration, Duration) {
 
 mod postgres_tests {
     use super::*;
-    use crate::vault::testing::{require_postgres, PostgresServer};
+    use interceptor_e2e::postgres::{require_postgres, PostgresServer};
 
     fn pg_config(s: &Setup, url: String, password_file: Option<PathBuf>) -> VaultConfig {
         VaultConfig {
