@@ -40,7 +40,7 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use super::{Row, VaultError};
-use crate::mask::MacKey;
+use crate::{kafka::sasl::secrets::describe_toml_error, mask::MacKey};
 
 /// Larger keyring files are refused: a few lines of base64.
 const MAX_KEYRING_BYTES: u64 = 64 * 1024;
@@ -423,30 +423,6 @@ pub(crate) fn read_private_file(
         return Err(format!("is larger than {max} bytes"));
     }
     Ok(bytes)
-}
-
-/// "line N: <message>" from a TOML error, without the source snippet (it would print the line,
-/// key included) and without values quoted in type errors.
-fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
-    let message = e.message().trim();
-    let message = if message.starts_with("invalid type") || message.starts_with("invalid value") {
-        match message.rsplit_once(", expected ") {
-            Some((_, expected)) => format!("invalid value (not shown), expected {expected}"),
-            None => "invalid value (not shown)".to_owned(),
-        }
-    } else {
-        message.to_owned()
-    };
-    match e.span() {
-        Some(span) => {
-            let line = text
-                .get(..span.start)
-                .map_or(0, |before| before.matches('\n').count())
-                + 1;
-            format!("line {line}: {message}")
-        }
-        None => message,
-    }
 }
 
 #[cfg(test)]

@@ -196,8 +196,9 @@ fn parse(path: &Path, text: &str) -> Result<UpstreamSecrets, SecretsError> {
 }
 
 /// "line N: <message>" from a TOML error, without its source snippet (which would print the
-/// line, password included) and without values quoted in type errors.
-fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+/// line, password or key included) and without values quoted in type errors. Also used for the
+/// vault keyring.
+pub(crate) fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
     let message = e.message().trim();
     let message = if message.starts_with("invalid type") || message.starts_with("invalid value") {
         // serde quotes the offending value: "invalid type: integer `123`, expected a string".
