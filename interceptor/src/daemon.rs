@@ -24,7 +24,6 @@ use crate::{
     ebpf::{self, ExemptRegistry, Steering},
     filter::FilterChain,
     kafka::{authz::TopicIds, records::RecordLimits, sasl::secrets},
-    mask::Action,
     policy::{self, PolicySet},
     proxy::{self, Router, SessionContext},
     vault::{Backend, Vault, VaultConfig},
@@ -61,14 +60,7 @@ pub fn vault_config(settings: &VaultSettings) -> VaultConfig {
 /// daemon (its tokens could not be made or read); no keyring is allowed, and masking rules
 /// that hash or tokenize then refuse what they cover.
 async fn open_vault(settings: &VaultSettings, policy: &PolicySet) -> Result<Option<Vault>> {
-    let needs_keys = policy.masking_rules().iter().any(|r| {
-        let spec = r.rule.spec();
-        spec.fields
-            .iter()
-            .map(|f| &f.action)
-            .chain(spec.detectors.iter().map(|d| &d.action))
-            .any(|a| matches!(a, Action::Hash | Action::Tokenize { .. }))
-    });
+    let needs_keys = policy.masking_rules().iter().any(|r| r.rule.needs_key());
     if !settings.key_file.exists() {
         if needs_keys {
             tracing::error!(

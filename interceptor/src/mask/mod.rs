@@ -158,6 +158,16 @@ impl Rule {
         self.spec_tokenizes()
     }
 
+    /// Whether the rule needs the vault keyring's MAC key: it hashes or tokenizes.
+    pub fn needs_key(&self) -> bool {
+        let spec = self.spec();
+        spec.fields
+            .iter()
+            .map(|f| &f.action)
+            .chain(spec.detectors.iter().map(|d| &d.action))
+            .any(|a| matches!(a, Action::Hash | Action::Tokenize { .. }))
+    }
+
     /// Masks one record part. `Ok(None)`: nothing selected (or the rule does not read this
     /// part, or it is empty), the bytes stay as they are. JSON output differs from the input
     /// only in the selected values (a string with escapes in which a detector matched is

@@ -22,7 +22,10 @@ use crate::{
         inflight::AsyncRewrite,
         RequestHeader,
     },
-    policy::{watch::PolicyHandle, AccessCheck, Subject},
+    policy::{
+        watch::{ActivePolicy, PolicyHandle},
+        AccessCheck, Subject,
+    },
 };
 
 pub struct RequestAuthz {
@@ -125,20 +128,23 @@ impl RequestAuthz {
             }
             other => other,
         };
-        let then = fetch_masking.then(|| {
-            FetchRewrite {
-                masking: Arc::clone(self.check.masking()),
-                policy,
-                consumer: self.check.consumer(self.session),
-                api_key: header.api_key,
-                api_version: header.api_version,
-                correlation_id: header.correlation_id,
-                topic_ids: Arc::clone(&self.topic_ids),
-                audit: self.audit.clone(),
-            }
-            .into_filter()
-        });
+        let then = fetch_masking.then(|| self.fetch_filter(policy, header));
         outcome.map(|o| (o, then))
+    }
+
+    /// The masking of a Fetch or ShareFetch answer for this session's consumer.
+    fn fetch_filter(&self, policy: Arc<ActivePolicy>, header: &RequestHeader) -> AsyncRewrite {
+        FetchRewrite {
+            masking: Arc::clone(self.check.masking()),
+            policy,
+            consumer: self.check.consumer(self.session),
+            api_key: header.api_key,
+            api_version: header.api_version,
+            correlation_id: header.correlation_id,
+            topic_ids: Arc::clone(&self.topic_ids),
+            audit: self.audit.clone(),
+        }
+        .into_filter()
     }
 }
 
@@ -158,19 +164,10 @@ impl RequestAuthz {
             client_id: None,
             source: self.client.ip(),
         };
-        policy.set.fetch_masking_possible(&subject).then(|| {
-            FetchRewrite {
-                masking: Arc::clone(self.check.masking()),
-                policy: Arc::clone(&policy),
-                consumer: self.check.consumer(self.session),
-                api_key: header.api_key,
-                api_version: header.api_version,
-                correlation_id: header.correlation_id,
-                topic_ids: Arc::clone(&self.topic_ids),
-                audit: self.audit.clone(),
-            }
-            .into_filter()
-        })
+        policy
+            .set
+            .fetch_masking_possible(&subject)
+            .then(|| self.fetch_filter(Arc::clone(&policy), header))
     }
 }
 

@@ -13,7 +13,7 @@ use std::{collections::HashMap, net::IpAddr, sync::Arc};
 use bytes::Bytes;
 
 use super::{
-    audit_counts, needs_key,
+    audit_counts,
     produce::part_name,
     record::{edit_record, visit_record, PartOp},
     Masking,
@@ -176,7 +176,7 @@ impl FetchRewrite {
                 continue;
             }
             let all = plan.rules.reveal.iter().chain(&plan.rules.mask);
-            let key = match (&key, all.clone().any(|r| needs_key(&r.rule))) {
+            let key = match (&key, all.clone().any(|r| r.rule.needs_key())) {
                 (Some(key), _) => key,
                 (None, false) => &dummy,
                 (None, true) => {
@@ -207,14 +207,16 @@ impl FetchRewrite {
                 Ok(done) => {
                     plan.records_changed = done.stats.records_changed as u64;
                     plan.revealed = revealed;
-                    outputs.pop();
-                    outputs.push(match done.records {
-                        Rewritten::Changed(records) => Some(records),
-                        Rewritten::Truncated { len } => {
-                            Some(records.get(..len).unwrap_or_default().to_vec())
-                        }
-                        Rewritten::Unchanged | Rewritten::LegacyPassed => None,
-                    });
+                    // This plan's slot, pushed as `None` at the top of the loop.
+                    if let Some(slot) = outputs.last_mut() {
+                        *slot = match done.records {
+                            Rewritten::Changed(records) => Some(records),
+                            Rewritten::Truncated { len } => {
+                                Some(records.get(..len).unwrap_or_default().to_vec())
+                            }
+                            Rewritten::Unchanged | Rewritten::LegacyPassed => None,
+                        };
+                    }
                 }
                 Err(e) => plan.withhold(format!(
                     "records that masking cannot rewrite: {}",

@@ -19,7 +19,7 @@ use crate::{
     audit::TransformCount,
     config::{LegacyRecords, MaskingConfig},
     kafka::records::{LegacyFormat, RecordLimits, RewriteOptions, TrailingPartial},
-    mask::{Action, MacKey, Rule, Stats},
+    mask::{MacKey, Stats},
     vault::Vault,
 };
 
@@ -81,16 +81,6 @@ impl Masking {
     fn fetch_options(&self) -> RewriteOptions {
         self.options(TrailingPartial::Drop)
     }
-}
-
-/// Whether a rule needs the vault's MAC key (it hashes or tokenizes).
-fn needs_key(rule: &Rule) -> bool {
-    let spec = rule.spec();
-    spec.fields
-        .iter()
-        .map(|f| &f.action)
-        .chain(spec.detectors.iter().map(|d| &d.action))
-        .any(|a| matches!(a, Action::Hash | Action::Tokenize { .. }))
 }
 
 fn audit_counts(stats: &Stats) -> Vec<TransformCount> {

@@ -16,7 +16,7 @@ use kafka_protocol::messages::{
 };
 
 use super::{
-    audit_counts, needs_key,
+    audit_counts,
     record::{edit_record, PartOp},
     Masking,
 };
@@ -77,7 +77,7 @@ pub(crate) fn mask_partition(
     counters: &Counters,
     scratch: &mut RewriteScratch,
 ) -> Result<PartitionState, Refusal> {
-    let key = match (masking.mac_key(), rules.iter().any(|r| needs_key(&r.rule))) {
+    let key = match (masking.mac_key(), rules.iter().any(|r| r.rule.needs_key())) {
         (Some(key), _) => key.clone(),
         (None, false) => MacKey([0; 32]),
         (None, true) => {
