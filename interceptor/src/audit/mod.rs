@@ -4,6 +4,7 @@
 //! between them is bounded: when the disk is slow the sessions wait, events are never dropped.
 //! (Hash chaining, durability before effect and querying come with the audit issue.)
 
+pub mod chain;
 mod event;
 mod file;
 mod memory;
