@@ -12,7 +12,7 @@ use thiserror::Error;
 
 pub const DEFAULT_PATH: &str = "/etc/interceptor/interceptor.toml";
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/interceptor";
-pub const DEFAULT_AUDIT_FILE: &str = "/var/lib/interceptor/audit.jsonl";
+pub const DEFAULT_AUDIT_DIR: &str = "/var/lib/interceptor/audit";
 pub const DEFAULT_SECRETS_FILE: &str = "/etc/interceptor/secrets.toml";
 pub const DEFAULT_POLICY_DIR: &str = "/etc/interceptor/policies";
 pub const DEFAULT_ADMIN_SOCKET: &str = "/run/interceptor/admin.sock";
@@ -251,17 +251,39 @@ impl Default for Limits {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
-    /// JSON-lines file the audit events are appended to.
-    pub file: PathBuf,
+    /// Directory of the hash-chained JSON-lines files (`audit-<first seq>.jsonl`).
+    pub dir: PathBuf,
     /// Events waiting to be written; a full queue makes sessions wait, it never drops events.
     pub queue: usize,
+    /// When the trail cannot be written (disk full, I/O error): `refuse` traffic (default)
+    /// or `continue` and count the lost events.
+    pub on_failure: crate::audit::OnFailure,
+    /// A new file is started when the current one reaches this size...
+    pub rotate_bytes: u64,
+    /// ...or this age.
+    pub rotate_secs: u64,
+    /// fsync every group of events before the traffic they describe goes on. Only a
+    /// benchmark comparing against it turns this off.
+    pub fsync: bool,
+    /// Key file (mode 0600) for a keyed chain (HMAC-SHA-256): without the key nobody can
+    /// re-chain edited files. Unset: plain SHA-256.
+    pub chain_key_file: Option<PathBuf>,
+    /// A `records` event for every produce acknowledgement and fetch answer: partitions,
+    /// offsets and a SHA-256 of the records. Off: decisions only.
+    pub records: bool,
 }
 
 impl Default for AuditConfig {
     fn default() -> Self {
         Self {
-            file: PathBuf::from(DEFAULT_AUDIT_FILE),
-            queue: 4096,
+            dir: PathBuf::from(DEFAULT_AUDIT_DIR),
+            queue: 65536,
+            on_failure: crate::audit::OnFailure::Refuse,
+            rotate_bytes: 64 * 1024 * 1024,
+            rotate_secs: 24 * 3600,
+            fsync: true,
+            chain_key_file: None,
+            records: true,
         }
     }
 }
@@ -481,6 +503,14 @@ impl Config {
             ("limits.max_in_flight", limits.max_in_flight),
             ("limits.read_buffer_bytes", limits.read_buffer_bytes),
             ("audit.queue", self.audit.queue),
+            (
+                "audit.rotate_bytes",
+                usize::try_from(self.audit.rotate_bytes).unwrap_or(usize::MAX),
+            ),
+            (
+                "audit.rotate_secs",
+                usize::try_from(self.audit.rotate_secs).unwrap_or(usize::MAX),
+            ),
             ("policy.max_topic_ids", self.policy.max_topic_ids),
             (
                 "policy.max_decompressed_batch_bytes",

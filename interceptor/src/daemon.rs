@@ -18,7 +18,7 @@ use tokio::{
 
 use crate::{
     admin::{self, PolicyStatus, Status, StatusSource},
-    audit::{AuditEvent, AuditLog, JsonLinesFile},
+    audit::{AuditEvent, AuditLog},
     config::{Config, UpstreamMechanism, VaultBackend, VaultSettings},
     detokenize::Detokenizer,
     ebpf::{self, ExemptRegistry, Steering},
@@ -117,8 +117,7 @@ pub async fn run(config: Config, mode: Mode) -> Result<()> {
         "policy loaded"
     );
     let vault = open_vault(&config.vault, &initial).await?;
-    let (audit, audit_writer) =
-        AuditLog::start(JsonLinesFile::open(&config.audit.file)?, config.audit.queue);
+    let (audit, audit_writer) = start_audit(&config.audit)?;
     let rescan = (config.policy.rescan_secs > 0)
         .then(|| std::time::Duration::from_secs(config.policy.rescan_secs));
     let (policy, policy_task) =
@@ -329,4 +328,51 @@ pub fn detach(config: &Config) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Opens the audit directory (recovering the chain's head) and starts its writer.
+fn start_audit(
+    config: &crate::config::AuditConfig,
+) -> Result<(AuditLog, crate::audit::AuditWriter)> {
+    use crate::audit::{chain::ChainHasher, ChainedFiles, FileSettings, QueueSettings};
+    let hasher = match &config.chain_key_file {
+        None => ChainHasher::plain(),
+        Some(path) => {
+            let owners = [0, nix_euid()];
+            let key = crate::vault::read_private_file(path, &owners, 4096)
+                .map_err(|e| anyhow::anyhow!("audit chain key file {}: {e}", path.display()))?;
+            let key = key.strip_suffix(b"\n").unwrap_or(&key).to_vec();
+            if key.len() < 16 {
+                anyhow::bail!(
+                    "audit chain key file {}: {} bytes; use at least 16 (e.g. head -c 32 /dev/urandom)",
+                    path.display(),
+                    key.len()
+                );
+            }
+            ChainHasher::keyed(key)
+        }
+    };
+    let files = ChainedFiles::open(FileSettings {
+        dir: config.dir.clone(),
+        hasher,
+        rotate_bytes: config.rotate_bytes.max(1),
+        rotate_after: std::time::Duration::from_secs(config.rotate_secs.max(1)),
+        fsync: config.fsync,
+    })
+    .with_context(|| format!("opening the audit directory {}", config.dir.display()))?;
+    let head = files.head();
+    tracing::info!(
+        dir = %config.dir.display(),
+        seq = head.seq,
+        hash = %crate::audit::chain::hex(&head.hash),
+        "audit trail opened; the chain continues from here"
+    );
+    let mut settings = QueueSettings::new(config.queue);
+    settings.on_failure = config.on_failure;
+    Ok(AuditLog::start(files, settings))
+}
+
+fn nix_euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
 }

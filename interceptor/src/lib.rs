@@ -23,6 +23,8 @@ pub mod filter;
 pub mod identity;
 pub mod kafka;
 pub mod mask;
+pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod recording;
 pub mod vault;

@@ -1059,9 +1059,9 @@ impl Interceptor {
             );
         }
         let config = work.join("interceptor.toml");
-        let audit = work.join("audit.jsonl");
+        let audit = work.join("audit");
         let mut text = format!(
-            "bpf_pin_dir = {:?}\n{config_body}\n\n[audit]\nfile = {:?}\n",
+            "bpf_pin_dir = {:?}\n{config_body}\n\n[audit]\ndir = {:?}\n",
             pins.path().display().to_string(),
             audit.display().to_string()
         );
@@ -1200,8 +1200,17 @@ impl Interceptor {
         &self.config
     }
 
+    /// The audit directory.
     pub fn audit_path(&self) -> &Path {
         &self.audit
+    }
+
+    /// Every audit file's text, oldest first, as one string.
+    pub fn audit_text(&self) -> String {
+        audit_files(&self.audit)
+            .iter()
+            .filter_map(|f| fs::read_to_string(f).ok())
+            .collect()
     }
 
     /// `interceptor status` against this daemon: its JSON answer.
@@ -1295,15 +1304,36 @@ impl Drop for Interceptor {
     }
 }
 
-/// The complete JSON lines of an audit file (a line being written is left out).
-pub fn read_audit(path: &Path) -> Vec<Value> {
-    let Ok(file) = fs::File::open(path) else {
+/// The files of an audit directory (`audit-<first seq>.jsonl`), oldest first.
+pub fn audit_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
     };
-    BufReader::new(file)
-        .lines()
-        .map_while(|l| l.ok())
-        .filter_map(|l| serde_json::from_str(&l).ok())
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("audit-") && n.ends_with(".jsonl"))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// The complete JSON lines of an audit directory, oldest first (a line being written is left
+/// out).
+pub fn read_audit(dir: &Path) -> Vec<Value> {
+    audit_files(dir)
+        .iter()
+        .filter_map(|f| fs::File::open(f).ok())
+        .flat_map(|file| {
+            BufReader::new(file)
+                .lines()
+                .map_while(|l| l.ok())
+                .filter_map(|l| serde_json::from_str(&l).ok())
+                .collect::<Vec<Value>>()
+        })
         .collect()
 }
 

@@ -238,7 +238,7 @@ fn the_broker_takes_only_the_interceptors_credentials_and_oidc_clients_get_throu
         .collect();
     assert!(!closes.is_empty(), "closes name the principal");
     // No audit event carries a token.
-    let audit = fs::read_to_string(s.daemon.audit_path()).unwrap();
+    let audit = s.daemon.audit_text();
     let token = s.token("orders-app", "orders-secret");
     let signature = token.rsplit('.').next().unwrap();
     assert!(

@@ -5,26 +5,58 @@ use std::{net::SocketAddr, sync::Arc};
 use serde::Serialize;
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct AuditRecord {
-    /// RFC 3339, UTC.
-    pub time: String,
+    /// When the event happened, Unix epoch milliseconds (OCSF `time`).
+    pub time_ms: i64,
+    /// The same instant, RFC 3339 UTC (OCSF `time_dt`).
+    pub time_dt: String,
     /// The policy set in force: for a decision, the set that made it.
     pub policy_version: Arc<str>,
-    #[serde(flatten)]
     pub event: AuditEvent,
 }
 
 impl AuditRecord {
     pub fn now(event: AuditEvent, policy_version: Arc<str>) -> Self {
-        let time = OffsetDateTime::now_utc()
-            .format(&Rfc3339)
-            .unwrap_or_else(|_| "unknown".into());
+        let now = OffsetDateTime::now_utc();
+        let time_dt = now.format(&Rfc3339).unwrap_or_else(|_| "unknown".into());
         Self {
-            time,
+            time_ms: i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX),
+            time_dt,
             policy_version,
             event,
         }
+    }
+
+    /// The event's type name (`decision`, `records`, ...).
+    pub fn name(&self) -> &'static str {
+        self.event.name()
+    }
+}
+
+/// The line as written: OCSF's common attributes first, then the interceptor's own fields of
+/// the event (flat, named by `event`).
+#[derive(Serialize)]
+struct Wire<'a> {
+    time: i64,
+    time_dt: &'a str,
+    #[serde(flatten)]
+    ocsf: super::ocsf::Envelope<'a>,
+    policy_version: &'a str,
+    #[serde(flatten)]
+    event: &'a AuditEvent,
+}
+
+impl Serialize for AuditRecord {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        Wire {
+            time: self.time_ms,
+            time_dt: &self.time_dt,
+            ocsf: super::ocsf::Envelope::of(&self.event, &self.policy_version),
+            policy_version: &self.policy_version,
+            event: &self.event,
+        }
+        .serialize(serializer)
     }
 }
 
@@ -192,12 +224,77 @@ pub enum AuditEvent {
         #[serde(skip_serializing_if = "Option::is_none")]
         detail: Option<String>,
     },
+    /// What a client got from the broker's records: on produce, the partitions the broker
+    /// acknowledged (offsets assigned) for this request; on fetch, the record batches sent to
+    /// the consumer. Written before the client sees the answer; `sha256` is of the records
+    /// as they crossed the interceptor (after masking).
+    Records {
+        session: u64,
+        client: SocketAddr,
+        principal: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
+        api: &'static str,
+        correlation_id: i32,
+        /// `produce` or `fetch`.
+        stage: &'static str,
+        partitions: Vec<PartitionRecords>,
+    },
+    /// Events the writer could not write and gave up on (`on_failure = "continue"`), counted
+    /// and recorded here once writing works again.
+    AuditLoss {
+        events: u64,
+    },
     /// What the steering program did with a new connection.
     Kernel {
         kind: &'static str,
         client: SocketAddr,
         original_dst: SocketAddr,
     },
+}
+
+impl AuditEvent {
+    /// The type name the line carries in `event`.
+    pub fn name(&self) -> &'static str {
+        use AuditEvent as E;
+        match self {
+            E::DaemonStart { .. } => "daemon_start",
+            E::DaemonStop { .. } => "daemon_stop",
+            E::ConnectionOpen { .. } => "connection_open",
+            E::ConnectionClose { .. } => "connection_close",
+            E::ConnectionRefused { .. } => "connection_refused",
+            E::Authentication { .. } => "authentication",
+            E::RequestRefused { .. } => "request_refused",
+            E::UpstreamAuthentication { .. } => "upstream_authentication",
+            E::Decision { .. } => "decision",
+            E::PolicyReload { .. } => "policy_reload",
+            E::Transform { .. } => "transform",
+            E::Detokenize { .. } => "detokenize",
+            E::Records { .. } => "records",
+            E::AuditLoss { .. } => "audit_loss",
+            E::Kernel { .. } => "kernel",
+        }
+    }
+}
+
+/// One partition's records in a produce acknowledgement or a fetch answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartitionRecords {
+    pub topic: String,
+    pub partition: i32,
+    /// The broker's error code for the partition (0: none).
+    pub error_code: i16,
+    /// Produce: the offset of the first record the broker appended. Fetch: the base offset
+    /// of the first batch sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_offset: Option<i64>,
+    /// The offset of the last record (produce: first + records - 1; fetch: the last batch's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_offset: Option<i64>,
+    pub records: u64,
+    pub bytes: u64,
+    /// SHA-256 of the partition's record batches as they crossed the interceptor.
+    pub sha256: String,
 }
 
 /// How many values one rule's field or detector changed in one partition's records.
@@ -241,6 +338,8 @@ pub enum CloseReason {
     SessionExpired,
     /// The broker refused the interceptor's own credentials.
     UpstreamAuthFailed,
+    /// The audit trail could not be written and the configuration says to refuse traffic.
+    AuditUnavailable,
     /// A request the policy layer cannot decide: an unknown api key, a malformed body, or a
     /// broker-to-broker request the interceptor refuses and has no error answer for.
     PolicyRefused,

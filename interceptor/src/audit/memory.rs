@@ -24,14 +24,10 @@ impl MemorySink {
 }
 
 impl AuditSink for MemorySink {
-    fn write(&mut self, record: &AuditRecord) -> Result<(), AuditError> {
+    fn write_group(&mut self, group: &[AuditRecord]) -> Result<(), AuditError> {
         if let Ok(mut records) = self.0.lock() {
-            records.push(record.clone());
+            records.extend_from_slice(group);
         }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<(), AuditError> {
         Ok(())
     }
 }

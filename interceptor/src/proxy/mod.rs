@@ -6,6 +6,7 @@ mod authorize;
 mod masking;
 mod relay;
 mod session;
+pub mod tap;
 mod upstream;
 mod write;
 

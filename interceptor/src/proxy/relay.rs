@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use super::{
     auth::{AuthStep, SessionAuth},
     authorize::{RequestAuthz, ResponseAudit},
+    tap::{Handling, SessionTap},
     write::write_frames,
 };
 use crate::{
@@ -94,6 +95,8 @@ pub struct Gates<'a> {
     pub auth: &'a mut SessionAuth,
     pub authz: &'a mut RequestAuthz,
     pub chain: &'a FilterChain,
+    /// Audit of records, metrics, recording; its audit handle is the session's.
+    pub tap: &'a SessionTap,
 }
 
 /// Client → broker. Returns when the client closes or on the first error. `bytes_in` counts what the client sent.
@@ -109,7 +112,12 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let Gates { auth, authz, chain } = gates;
+    let Gates {
+        auth,
+        authz,
+        chain,
+        tap,
+    } = gates;
     let mut buf = BytesMut::with_capacity(limits.read_buffer_bytes);
     let mut batch: Vec<Bytes> = Vec::new();
     loop {
@@ -131,17 +139,31 @@ where
             match auth.on_request(&header, &frame).await {
                 AuthStep::Pass => {}
                 AuthStep::Respond(answer) => {
-                    if let Err(end) =
-                        record(&in_flight, Pending::Local(answer), upstream, &mut batch).await
+                    tap.request(&header, Handling::Authentication, None, None, true);
+                    if let Err(end) = record(
+                        &in_flight,
+                        Pending::Local(answer),
+                        upstream,
+                        &mut batch,
+                        tap,
+                    )
+                    .await
                     {
                         return end;
                     }
                     continue;
                 }
                 AuthStep::RespondThenClose(answer, reason, detail) => {
-                    let _ = write_frames(upstream, &mut batch).await;
-                    if let Err(end) =
-                        record(&in_flight, Pending::Local(answer), upstream, &mut batch).await
+                    tap.request(&header, Handling::Authentication, None, None, true);
+                    let _ = send_upstream(upstream, &mut batch, tap).await;
+                    if let Err(end) = record(
+                        &in_flight,
+                        Pending::Local(answer),
+                        upstream,
+                        &mut batch,
+                        tap,
+                    )
+                    .await
                     {
                         return end;
                     }
@@ -151,10 +173,11 @@ where
                     };
                 }
                 AuthStep::Close(reason, detail) => {
-                    let _ = write_frames(upstream, &mut batch).await;
+                    let _ = send_upstream(upstream, &mut batch, tap).await;
                     return RelayEnd::new(reason, detail);
                 }
             }
+            let mut handling = Handling::Allowed;
             let (verdict, rewrite) = if header.api_key == API_VERSIONS_KEY {
                 if can_decode_response(header.api_version) {
                     (Verdict::Forward(frame), None)
@@ -182,14 +205,24 @@ where
                         chain.on_request(&header, frame),
                         ResponseFilter::new(Some(rewrite), then),
                     ),
-                    Ok((Outcome::Rewrite { frame, response }, then)) => (
-                        chain.on_request(&header, frame),
-                        ResponseFilter::new(response, then),
-                    ),
-                    Ok((Outcome::Respond(answer), _)) => (Verdict::Respond(answer), None),
-                    Ok((Outcome::Drop, _)) => (Verdict::Drop, None),
+                    Ok((Outcome::Rewrite { frame, response }, then)) => {
+                        handling = Handling::Partial;
+                        (
+                            chain.on_request(&header, frame),
+                            ResponseFilter::new(response, then),
+                        )
+                    }
+                    Ok((Outcome::Respond(answer), _)) => {
+                        handling = Handling::Denied;
+                        (Verdict::Respond(answer), None)
+                    }
+                    Ok((Outcome::Drop, _)) => {
+                        handling = Handling::Denied;
+                        (Verdict::Drop, None)
+                    }
                     Err(e) => {
-                        let _ = write_frames(upstream, &mut batch).await;
+                        tap.request(&header, Handling::Denied, None, None, false);
+                        let _ = send_upstream(upstream, &mut batch, tap).await;
                         return refused(e);
                     }
                 }
@@ -212,27 +245,36 @@ where
                         (true, None) => Pending::Upstream(expected),
                         (true, Some(filter)) => Pending::Rewritten(expected, filter),
                     };
+                    tap.request(&header, handling, Some(&frame), auth.identity(), due);
                     batch.push(frame);
                     Some(pending)
                 }
-                Verdict::Respond(response) => Some(Pending::Local(response)),
-                Verdict::Drop => None,
+                Verdict::Respond(response) => {
+                    let handling = match handling {
+                        Handling::Allowed => Handling::Denied,
+                        other => other,
+                    };
+                    tap.request(&header, handling, None, auth.identity(), true);
+                    Some(Pending::Local(response))
+                }
+                Verdict::Drop => {
+                    tap.request(&header, Handling::Denied, None, auth.identity(), false);
+                    None
+                }
                 Verdict::Close(reason) => {
                     // What was accepted before this request still goes out.
-                    let _ = write_frames(upstream, &mut batch).await;
+                    let _ = send_upstream(upstream, &mut batch, tap).await;
                     return RelayEnd::new(CloseReason::FilterClosed, reason);
                 }
             };
             if let Some(pending) = pending {
-                if let Err(end) = record(&in_flight, pending, upstream, &mut batch).await {
+                if let Err(end) = record(&in_flight, pending, upstream, &mut batch, tap).await {
                     return end;
                 }
             }
         }
-        if !batch.is_empty() {
-            if let Err(e) = write_frames(upstream, &mut batch).await {
-                return RelayEnd::new(CloseReason::UpstreamError, format!("write: {e}"));
-            }
+        if let Err(end) = send_upstream(upstream, &mut batch, tap).await {
+            return end;
         }
         match fill(client, &mut buf, limits.read_buffer_bytes).await {
             // The session ends the upstream side (half-close, then drain).
@@ -287,22 +329,44 @@ async fn record<W: AsyncWrite + Unpin>(
     pending: Pending,
     upstream: &mut W,
     batch: &mut Vec<Bytes>,
+    tap: &SessionTap,
 ) -> Result<(), RelayEnd> {
     let pending = match in_flight.try_push(pending) {
         Ok(()) => return Ok(()),
         Err(TryPushError::Closed(_)) => return Err(RelayEnd::clean(CloseReason::UpstreamClosed)),
         Err(TryPushError::Full(pending)) => pending,
     };
-    if let Err(e) = write_frames(upstream, batch).await {
-        return Err(RelayEnd::new(
-            CloseReason::UpstreamError,
-            format!("write: {e}"),
-        ));
-    }
+    send_upstream(upstream, batch, tap).await?;
     in_flight
         .push(pending)
         .await
         .map_err(|_| RelayEnd::clean(CloseReason::UpstreamClosed))
+}
+
+/// Sends what the request direction has batched, once every audit event of this session is
+/// durable (the decisions allowing these requests among them). If the trail cannot be
+/// written and the configuration says refuse, nothing is sent and the connection ends.
+async fn send_upstream<W: AsyncWrite + Unpin>(
+    upstream: &mut W,
+    batch: &mut Vec<Bytes>,
+    tap: &SessionTap,
+) -> Result<(), RelayEnd> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    if let Err(e) = tap.audit().sync().await {
+        batch.clear();
+        return Err(RelayEnd::new(CloseReason::AuditUnavailable, e.to_string()));
+    }
+    if let Some(recorder) = &tap.recorder {
+        recorder.to_broker(batch);
+    }
+    let len: usize = batch.iter().map(Bytes::len).sum();
+    write_frames(upstream, batch)
+        .await
+        .map_err(|e| RelayEnd::new(CloseReason::UpstreamError, format!("write: {e}")))?;
+    tap.metrics.bytes_to_broker(len);
+    Ok(())
 }
 
 /// Largest read while a response streams through (fewer syscalls for multi-MB Fetch answers).
@@ -327,6 +391,7 @@ pub async fn responses<R, W>(
     client: &mut W,
     mut in_flight: InFlightRx,
     audit: Option<ResponseAudit>,
+    tap: &SessionTap,
     limits: RelayLimits,
     bytes_out: &mut u64,
 ) -> RelayEnd
@@ -359,6 +424,7 @@ where
             if due.is_none() {
                 match in_flight.try_next() {
                     Some(Pending::Local(frame)) => {
+                        tap.local_response(&frame);
                         batch.push(frame);
                         continue;
                     }
@@ -403,7 +469,8 @@ where
             if let Err(e) = match_response(&expected, &buf) {
                 return RelayEnd::new(CloseReason::UpstreamProtocolError, e.to_string());
             }
-            if rewrite.is_none() && !needs_whole_frame(&expected) {
+            if rewrite.is_none() && !needs_whole_frame(&expected) && !tap.wants_whole(&expected) {
+                tap.response_streamed(&expected, frame_len);
                 passing = Some(Passing {
                     remaining: frame_len,
                     forward: true,
@@ -423,7 +490,10 @@ where
                         None => response_frame(&expected, frame, limits.served),
                     };
                     match frame {
-                        Ok(frame) => batch.push(frame),
+                        Ok(frame) => {
+                            tap.response(&expected, &frame).await;
+                            batch.push(frame)
+                        }
                         Err(detail) => {
                             return RelayEnd::new(CloseReason::UpstreamProtocolError, detail)
                         }
@@ -438,10 +508,18 @@ where
             }
         }
         if !batch.is_empty() {
+            // No answer reaches the client before the events describing it are durable.
+            if let Err(e) = tap.audit().sync().await {
+                return RelayEnd::new(CloseReason::AuditUnavailable, e.to_string());
+            }
+            if let Some(recorder) = &tap.recorder {
+                recorder.to_client(&batch);
+            }
             let len: usize = batch.iter().map(Bytes::len).sum();
             if let Err(e) = write_frames(client, &mut batch).await {
                 return RelayEnd::new(CloseReason::ClientError, format!("write: {e}"));
             }
+            tap.metrics.bytes_to_client(len);
             *bytes_out += len as u64;
         }
         // Wait for the next due entry or more bytes from the broker.
@@ -457,7 +535,10 @@ where
             tokio::select! {
                 next = in_flight.next() => {
                     match next {
-                        Some(Pending::Local(frame)) => batch.push(frame),
+                        Some(Pending::Local(frame)) => {
+                            tap.local_response(&frame);
+                            batch.push(frame)
+                        }
                         Some(Pending::Unanswered(id)) => unanswered.push(id),
                         Some(Pending::Upstream(expected)) => due = Some((expected, None)),
                         Some(Pending::Rewritten(expected, rewrite)) => {
@@ -579,6 +660,19 @@ mod tests {
         served: &[],
     };
 
+    /// A tap without `records` events (the relay tests are about framing).
+    fn tap() -> SessionTap {
+        let (audit, _writer) =
+            crate::audit::AuditLog::start(crate::audit::MemorySink::default(), 64);
+        SessionTap::new(
+            (1, "127.0.0.1:1".parse().unwrap()),
+            audit,
+            std::sync::Arc::new(crate::kafka::authz::TopicIds::new(16)),
+            false,
+            None,
+        )
+    }
+
     /// An anonymous session: the relay tests are about framing, not identity.
     fn anonymous() -> SessionAuth {
         let config = crate::config::IdentityConfig::default();
@@ -690,6 +784,7 @@ mod tests {
                 auth: &mut anonymous(),
                 authz: &mut allow_all(),
                 chain: &FilterChain::default(),
+                tap: &tap(),
             },
             LIMITS,
             &mut bytes_in,
@@ -771,7 +866,16 @@ mod tests {
         let mut upstream = broker;
         let mut client = Vec::new();
         let mut bytes_out = 0;
-        let end = responses(&mut upstream, &mut client, rx, None, LIMITS, &mut bytes_out).await;
+        let end = responses(
+            &mut upstream,
+            &mut client,
+            rx,
+            None,
+            &tap(),
+            LIMITS,
+            &mut bytes_out,
+        )
+        .await;
         assert_eq!(bytes_out, client.len() as u64);
         (end, client)
     }
@@ -831,7 +935,16 @@ mod tests {
         let (mut upstream, _broker) = tokio::io::duplex(64);
         let mut client = Vec::new();
         let mut bytes_out = 0;
-        let responses = responses(&mut upstream, &mut client, rx, None, LIMITS, &mut bytes_out);
+        let tap = tap();
+        let responses = responses(
+            &mut upstream,
+            &mut client,
+            rx,
+            None,
+            &tap,
+            LIMITS,
+            &mut bytes_out,
+        );
         let requests = async move {
             for id in 0..100 {
                 tx.push(Pending::Unanswered(id)).await.unwrap();
@@ -861,7 +974,16 @@ mod tests {
                 max_frame_bytes: 1 << 20,
                 ..LIMITS
             };
-            let end = responses(&mut up_rd, &mut client_wr, rx, None, limits, &mut bytes_out).await;
+            let end = responses(
+                &mut up_rd,
+                &mut client_wr,
+                rx,
+                None,
+                &tap(),
+                limits,
+                &mut bytes_out,
+            )
+            .await;
             (end, bytes_out)
         });
         broker.write_all(&answer[..5_000]).await.unwrap();

@@ -17,6 +17,7 @@ use super::{
     auth::{Authenticator, ListenerAuth, SessionAuth},
     authorize::RequestAuthz,
     relay::{self, RelayEnd, RelayLimits},
+    tap::SessionTap,
     upstream,
 };
 use crate::{
@@ -160,6 +161,16 @@ pub async fn serve(
         })
         .await;
 
+    // Every event of this session goes through one handle, so the relay can wait for exactly
+    // this session's events to be durable before their effects.
+    let audit = ctx.audit.for_session();
+    let tap = SessionTap::new(
+        (session, client_addr.0),
+        audit.clone(),
+        Arc::clone(&ctx.topic_ids),
+        ctx.config.audit.records,
+        None,
+    );
     let listener_auth = ListenerAuth::from_listener(listener);
     let relay_limits = RelayLimits {
         max_frame_bytes: limits.max_frame_bytes,
@@ -170,7 +181,7 @@ pub async fn serve(
     let mut auth = SessionAuth::new(
         Arc::clone(&ctx.authenticator),
         listener_auth,
-        ctx.audit.clone(),
+        audit.clone(),
         session,
         client_addr.0,
     );
@@ -193,7 +204,7 @@ pub async fn serve(
         AuthzSettings {
             allow_unknown_api_keys: policy_config.allow_unknown_api_keys,
         },
-        ctx.audit.clone(),
+        audit.clone(),
     );
     let response_audit = authz.response_audit();
     let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
@@ -209,6 +220,7 @@ pub async fn serve(
                 auth: &mut auth,
                 authz: &mut authz,
                 chain: &ctx.chain,
+                tap: &tap,
             },
             relay_limits,
             &mut bytes_in,
@@ -218,6 +230,7 @@ pub async fn serve(
             &mut client_wr,
             rx,
             Some(response_audit),
+            &tap,
             relay_limits,
             &mut bytes_out,
         );

@@ -379,7 +379,7 @@ fn check_key_id(id: &str) -> Result<(), String> {
 
 /// Reads a secret file after checking, on the opened handle, that it is a regular file owned
 /// by one of `owners` with no group or other permission bits. The message names the fix.
-pub(crate) fn read_private_file(
+pub fn read_private_file(
     path: &Path,
     owners: &[u32],
     max: u64,

@@ -37,7 +37,7 @@ use serde::Serialize;
 use thiserror::Error;
 use tracing::{debug, error, info};
 
-pub use keyring::Keyring;
+pub use keyring::{read_private_file, Keyring};
 
 use crate::mask::{MacKey, NewToken};
 use embedded::EmbeddedStore;
