@@ -78,7 +78,12 @@ impl ChainHasher {
     /// (it starts with `{"seq":N,"prev_hash":"…"`). Appends the hash member, `}` and a
     /// newline, and returns the hash.
     pub fn seal(&self, open: &mut Vec<u8>) -> [u8; 32] {
-        let hash = self.digest(open);
+        self.seal_from(open, 0)
+    }
+
+    /// [`seal`](Self::seal) for a line that starts at `start` in a buffer of several.
+    pub fn seal_from(&self, open: &mut Vec<u8>, start: usize) -> [u8; 32] {
+        let hash = self.digest(open.get(start..).unwrap_or_default());
         open.extend_from_slice(b",\"hash\":\"");
         push_hex(open, &hash);
         open.extend_from_slice(b"\"}\n");

@@ -47,7 +47,7 @@ pub type AfterWrite = Box<dyn FnMut(&[u8], &AuditRecord) + Send>;
 pub struct ChainedFiles {
     settings: FileSettings,
     head: ChainHead,
-    current: Option<Current>,
+    pub(super) current: Option<Current>,
     /// A file left with a torn group by a failed write: cut back to this length first.
     repair: Option<(PathBuf, u64)>,
     scratch: Vec<u8>,
@@ -55,9 +55,9 @@ pub struct ChainedFiles {
     after_write: Option<AfterWrite>,
 }
 
-struct Current {
+pub(super) struct Current {
     path: PathBuf,
-    file: File,
+    pub(super) file: File,
     len: u64,
     opened: Instant,
 }
@@ -171,6 +171,7 @@ impl AuditSink for ChainedFiles {
         let mut head = self.head;
         for record in records {
             let seq = head.seq + 1;
+            let start = buf.len();
             let prev = chain::hex(&head.hash);
             serde_json::to_writer(
                 &mut buf,
@@ -184,7 +185,7 @@ impl AuditSink for ChainedFiles {
             buf.pop();
             head = ChainHead {
                 seq,
-                hash: self.settings.hasher.seal(&mut buf),
+                hash: self.settings.hasher.seal_from(&mut buf, start),
             };
             self.ends.push(buf.len());
         }
