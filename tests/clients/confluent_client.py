@@ -560,9 +560,49 @@ def dump(a):
                     "errors": errors[:10]}, len(out) >= a.count and not errors)
 
 
+def produce_acks(a):
+    """Produces --count records (acks=all, no retries, one every --interval seconds) and appends
+    "partition offset" for each acknowledged one to --progress-file the moment librdkafka
+    reports it; exits 0 whatever happened: a daemon killed under it is what the test is about."""
+    conf = with_sasl(a, {
+        "bootstrap.servers": a.bootstrap,
+        "acks": "all",
+        "enable.idempotence": False,
+        "retries": 0,
+        "linger.ms": 5,
+        "message.timeout.ms": a.message_timeout_ms,
+        "client.id": "itest-confluent-acks",
+    })
+    p = Producer(conf)
+    errors, acked = [], [0]
+    with open(a.progress_file, "a", buffering=1) as out:
+        def on_delivery(err, msg):
+            if err is None:
+                out.write(f"{msg.partition()} {msg.offset()}\n")
+                out.flush()
+                acked[0] += 1
+            elif len(errors) < 10:
+                errors.append(err.name())
+
+        start = time.time()
+        for i in range(a.count):
+            try:
+                p.produce(a.topic, key=payload.key(a.seed, i),
+                          value=payload.value(a.seed, i, a.size), on_delivery=on_delivery)
+            except BufferError:
+                p.poll(0.5)
+            p.poll(0)
+            if a.interval:
+                time.sleep(a.interval)
+        left = p.flush(a.timeout)
+    payload.finish({"op": "produce-acks", "client": CLIENT, "topic": a.topic, "acked": acked[0],
+                    "undelivered": left, "errors": errors,
+                    "seconds": round(time.time() - start, 3)}, True)
+
+
 if __name__ == "__main__":
     payload.main({name: guarded(op) for name, op in
                   {"produce": produce, "consume": consume, "admin": admin, "group": group,
                    "probe-produce": probe_produce, "probe-consume": probe_consume,
                    "probe-admin": probe_admin, "produce-file": produce_file,
-                   "dump": dump}.items()})
+                   "dump": dump, "produce-acks": produce_acks}.items()})

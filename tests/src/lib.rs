@@ -1060,11 +1060,20 @@ impl Interceptor {
         }
         let config = work.join("interceptor.toml");
         let audit = work.join("audit");
-        let mut text = format!(
-            "bpf_pin_dir = {:?}\n{config_body}\n\n[audit]\ndir = {:?}\n",
-            pins.path().display().to_string(),
-            audit.display().to_string()
-        );
+        let audit_dir = format!("dir = {:?}\n", audit.display().to_string());
+        // A body with its own [audit] settings gets the directory in that table.
+        let mut text = if config_body.contains("\n[audit]\n") {
+            format!(
+                "bpf_pin_dir = {:?}\n{}\n",
+                pins.path().display().to_string(),
+                config_body.replacen("\n[audit]\n", &format!("\n[audit]\n{audit_dir}"), 1)
+            )
+        } else {
+            format!(
+                "bpf_pin_dir = {:?}\n{config_body}\n\n[audit]\n{audit_dir}",
+                pins.path().display().to_string()
+            )
+        };
         // Every daemon has a policy directory; tests that are not about policy get one that
         // allows everything.
         if !text.contains("\n[policy]\n") {

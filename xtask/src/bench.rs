@@ -81,6 +81,11 @@ pub struct BenchArgs {
     /// masking engine's own throughput benchmark (one core).
     #[arg(long)]
     pub masking: bool,
+    /// Audit scenario: the interceptor with the full trail (records events with hashes,
+    /// group-committed fsync) and session recording, against the same interceptor with the
+    /// trail at its minimum (no records events, no fsync, no recording).
+    #[arg(long)]
+    pub audit: bool,
 }
 
 /// The masking scenario's policy, beside the allow-all one: the bench clients are anonymous.
@@ -109,6 +114,9 @@ const LATENCY_TOPIC: &str = "bench-latency";
 enum Mode {
     Direct,
     Interceptor,
+    /// The interceptor with the audit trail at its minimum (`--audit`): no records events,
+    /// no fsync, no recording. Decisions are still written; they cannot be turned off.
+    AuditOff,
     Haproxy,
 }
 
@@ -117,6 +125,7 @@ impl Mode {
         match self {
             Mode::Direct => "direct",
             Mode::Interceptor => "interceptor",
+            Mode::AuditOff => "audit-off",
             Mode::Haproxy => "haproxy",
         }
     }
@@ -137,6 +146,7 @@ struct Plan {
     modes: Vec<Mode>,
     write: bool,
     masking: bool,
+    audit: bool,
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -154,13 +164,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         },
         acks: args.acks.clone(),
         linger_ms: args.linger_ms,
-        modes: if args.no_haproxy {
+        modes: if args.audit {
+            vec![Mode::Direct, Mode::AuditOff, Mode::Interceptor]
+        } else if args.no_haproxy {
             vec![Mode::Direct, Mode::Interceptor]
         } else {
             vec![Mode::Direct, Mode::Interceptor, Mode::Haproxy]
         },
         write: !args.quick && !args.no_write,
         masking: args.masking,
+        audit: args.audit,
     };
     let command_line = command_line();
 
@@ -354,7 +367,7 @@ fn one_run(plan: &Plan, mode: Mode, loadgen: &Path) -> Result<RunResult> {
     let mut _haproxy: Option<Proc> = None;
     let mut daemon: Option<Interceptor> = None;
     let tansu = match mode {
-        Mode::Direct | Mode::Interceptor => start_tansu(&ns, broker, &work)?,
+        Mode::Direct | Mode::Interceptor | Mode::AuditOff => start_tansu(&ns, broker, &work)?,
         Mode::Haproxy => {
             let behind: SocketAddr = BEHIND_HAPROXY.parse()?;
             let tansu = start_tansu_behind(&ns, behind, broker, &work)?;
@@ -362,10 +375,18 @@ fn one_run(plan: &Plan, mode: Mode, loadgen: &Path) -> Result<RunResult> {
             tansu
         }
     };
-    if mode == Mode::Interceptor {
+    if matches!(mode, Mode::Interceptor | Mode::AuditOff) {
         let mut config = DaemonConfig::kafka(&[broker]);
         if plan.masking {
             config = masking_config(config, &work)?;
+        }
+        if mode == Mode::AuditOff {
+            config = config.extra("[audit]\nrecords = false\nfsync = false\n");
+        } else if plan.audit {
+            config = config.extra(&format!(
+                "[recording]\nenabled = true\ndir = {:?}\n",
+                work.join("recordings").display().to_string()
+            ));
         }
         let mut d = Interceptor::new(&ns, &work, &config.body(), PinDir::new("bench"))?;
         d.start()?;
@@ -373,7 +394,7 @@ fn one_run(plan: &Plan, mode: Mode, loadgen: &Path) -> Result<RunResult> {
     }
     let proxy_pid = match mode {
         Mode::Direct => None,
-        Mode::Interceptor => daemon.as_ref().and_then(Interceptor::pid),
+        Mode::Interceptor | Mode::AuditOff => daemon.as_ref().and_then(Interceptor::pid),
         Mode::Haproxy => _haproxy.as_ref().map(Proc::pid),
     };
     let proxy_cpu = || proxy_pid.map(cpu_seconds).transpose();
@@ -963,6 +984,39 @@ fn report(
     );
     let verdict = |ok: bool| if ok { "met" } else { "missed" };
     let (rp, rf) = (ratio(RunResult::produce_mb), ratio(RunResult::fetch_mb));
+    if plan.audit {
+        let off = of(Mode::AuditOff);
+        let vs_off = |get: Get| -> f64 {
+            median(
+                icpt.iter()
+                    .zip(&off)
+                    .map(|(a, b)| get(a) / get(b))
+                    .collect(),
+            )
+        };
+        let (ap, af) = (vs_off(RunResult::produce_mb), vs_off(RunResult::fetch_mb));
+        let added = median(
+            icpt.iter()
+                .zip(&off)
+                .map(|(a, b)| a.lat("p99") - b.lat("p99"))
+                .collect(),
+        );
+        let _ = writeln!(
+            s,
+            "\nTarget (full audit trail and session recording, against the same interceptor \
+             with the trail at its minimum): ≥ 95 % of audit-off throughput — produce {:.1} % \
+             ({}), fetch {:.1} % ({}); p99 latency {:+.0} µs. Against direct: produce {:.1} %, \
+             fetch {:.1} %.",
+            ap * 100.0,
+            verdict(ap >= 0.95),
+            af * 100.0,
+            verdict(af >= 0.95),
+            added,
+            rp * 100.0,
+            rf * 100.0,
+        );
+        return s;
+    }
     if plan.masking {
         let _ = writeln!(
             s,
