@@ -457,7 +457,7 @@ fn every_event() -> Vec<AuditEvent> {
                 last_offset: Some(12),
                 records: 3,
                 bytes: 200,
-                sha256: "00".repeat(32),
+                digest: format!("blake3:{}", "00".repeat(32)),
             }],
         },
         AuditEvent::AuditLoss { events: 4 },

@@ -16,7 +16,6 @@ use std::{
 
 use bytes::Bytes;
 use kafka_protocol::messages::ProduceResponse;
-use sha2::{Digest, Sha256};
 
 use crate::{
     audit::{chain::hex, AuditEvent, AuditLog, PartitionRecords},
@@ -82,7 +81,7 @@ struct Forwarded {
     partition: i32,
     records: u64,
     bytes: u64,
-    sha256: [u8; 32],
+    digest: [u8; 32],
 }
 
 pub struct SessionTap {
@@ -190,7 +189,7 @@ impl SessionTap {
                     partition: field.partition,
                     records: summary.records,
                     bytes: summary.bytes,
-                    sha256: summary.sha256,
+                    digest: summary.digest,
                 }
             })
             .collect()
@@ -328,7 +327,7 @@ impl SessionTap {
                         .then(|| p.base_offset + i64::try_from(records).unwrap_or(0) - 1),
                     records,
                     bytes: sent.map_or(0, |f| f.bytes),
-                    sha256: sent.map(|f| hex(&f.sha256)).unwrap_or_default(),
+                    digest: sent.map(|f| payload_digest(&f.digest)).unwrap_or_default(),
                 });
             }
         }
@@ -350,7 +349,7 @@ impl SessionTap {
                     last_offset: summary.last_offset,
                     records: summary.records,
                     bytes: summary.bytes,
-                    sha256: hex(&summary.sha256),
+                    digest: payload_digest(&summary.digest),
                 }
             })
             .collect()
@@ -362,7 +361,13 @@ struct Summary {
     bytes: u64,
     first_offset: Option<i64>,
     last_offset: Option<i64>,
-    sha256: [u8; 32],
+    /// BLAKE3 of the record batches.
+    digest: [u8; 32],
+}
+
+/// How a records digest is written: the algorithm, then the hex (`b3sum` computes the same).
+fn payload_digest(digest: &[u8; 32]) -> String {
+    format!("blake3:{}", hex(digest))
 }
 
 /// Counts, offsets and hash of one partition's record batches, from the batch headers only.
@@ -373,7 +378,7 @@ fn summarize(frame: &[u8], field: &RecordsField<'_>) -> Summary {
         bytes: data.len() as u64,
         first_offset: None,
         last_offset: None,
-        sha256: Sha256::digest(data).into(),
+        digest: *blake3::hash(data).as_bytes(),
     };
     // A fetched partition may end with a partial batch (the broker cuts at the size limit):
     // the complete batches before it are what the consumer can read.
