@@ -403,6 +403,8 @@ where
     let mut batch: Vec<Bytes> = Vec::new();
     let mut due: Option<(Expected, Option<ResponseFilter>)> = None;
     let mut passing: Option<Passing> = None;
+    // The length of the frame being read whole, once known.
+    let mut awaiting = 0usize;
     let mut unanswered = Unanswered::new(limits.max_unanswered);
     loop {
         // Send everything that can be sent without waiting.
@@ -502,6 +504,7 @@ where
                 Ok(None) => {
                     // Checked already; wait for the rest of it.
                     due = Some((expected, rewrite));
+                    awaiting = frame_len;
                     break;
                 }
                 Err(e) => return RelayEnd::new(CloseReason::UpstreamProtocolError, e.to_string()),
@@ -530,7 +533,17 @@ where
             );
             fill(upstream, &mut buf, chunk).await
         } else if due.is_some() {
-            fill(upstream, &mut buf, limits.read_buffer_bytes).await
+            // A frame read whole: room for all of it at once, and large reads, instead of
+            // growing the buffer (and copying what it holds) read by read.
+            let missing = awaiting.saturating_sub(buf.len());
+            if buf.capacity() - buf.len() < missing {
+                buf.reserve(missing);
+            }
+            let chunk = missing.clamp(
+                limits.read_buffer_bytes,
+                MAX_STREAM_READ.max(limits.read_buffer_bytes),
+            );
+            fill(upstream, &mut buf, chunk).await
         } else {
             tokio::select! {
                 next = in_flight.next() => {
