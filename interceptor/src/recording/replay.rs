@@ -884,7 +884,15 @@ fn load_audit(dir: &Path, header: &Header) -> io::Result<AuditIndex> {
                         .push_back((after_response, event));
                 }
                 None => {
-                    let us = event["time"].as_u64().unwrap_or(0).saturating_mul(1000);
+                    // Audit times are whole milliseconds, cut down: an event of the same
+                    // millisecond as a frame most likely came after it (the connection's
+                    // opening excepted, which comes before everything).
+                    let ms = event["time"].as_u64().unwrap_or(0);
+                    let us = if name == "connection_open" {
+                        ms.saturating_mul(1000)
+                    } else {
+                        ms.saturating_mul(1000).saturating_add(999)
+                    };
                     index.timed.push_back((us, event));
                 }
             }

@@ -209,10 +209,10 @@ fn error_name(code: i16) -> String {
 }
 
 /// (topic, partition, records) of what is sent.
-type Counts = Vec<(String, i32, u64)>;
+pub(super) type Counts = Vec<(String, i32, u64)>;
 
 /// The request to send for a recorded one, or why it is not sent.
-fn prepare(
+pub(super) fn prepare(
     frame: &Bytes,
     header: &RequestHeader,
     options: &ResendOptions,

@@ -1052,3 +1052,62 @@ fn batches_resent_as_a_plain_producer_keep_their_records_and_valid_crcs() {
     assert_eq!(seen, expected);
     assert!(super::resend::plain_batches(b"not a batch at all, clearly not").is_err());
 }
+
+#[test]
+fn resent_requests_are_renamed_made_plain_and_answerable() {
+    use super::resend::{prepare, ResendOptions};
+    let mut request = ProduceRequest::default()
+        .with_transactional_id(Some(kafka_protocol::messages::TransactionalId(
+            StrBytes::from_static_str("payments-tx"),
+        )))
+        .with_acks(0)
+        .with_timeout_ms(1000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str("payments")))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(1)
+                .with_records(Some(batch(
+                    &[("k", "v"), ("l", "w")],
+                    Some((7, 1, 0, true)),
+                )))])]);
+    let recorded = frame(ApiKey::Produce, 9, 33, &request);
+    let options = |keep| ResendOptions {
+        target: String::new(),
+        sasl: None,
+        topic_map: vec![("payments".into(), "copy".into())],
+        keep_producer_ids: keep,
+        timeout: Duration::from_secs(1),
+    };
+    let (sent, counts) = prepare(&recorded, &header(&recorded), &options(false), (3, 11)).unwrap();
+    assert_eq!(counts, [("copy".to_owned(), 1, 2)]);
+    assert_eq!(sent.acks, 1, "acks=0 is sent with acks=1, to get an answer");
+    assert_eq!(sent.transactional_id, None);
+    let topic = &sent.topic_data[0];
+    assert_eq!(topic.name.as_str(), "copy");
+    let records = topic.partition_data[0].records.clone().unwrap();
+    let info = crate::kafka::records::batches(&records)
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!((info.producer_id, info.transactional), (-1, false));
+
+    let (kept, _) = prepare(&recorded, &header(&recorded), &options(true), (3, 11)).unwrap();
+    assert!(kept.transactional_id.is_some());
+    let records = kept.topic_data[0].partition_data[0]
+        .records
+        .clone()
+        .unwrap();
+    let info = crate::kafka::records::batches(&records)
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!((info.producer_id, info.transactional), (7, true));
+
+    // Versions the target does not have, and topic ids, are reasons to skip.
+    let why = prepare(&recorded, &header(&recorded), &options(false), (3, 8)).unwrap_err();
+    assert!(why.contains("supports v3-v8"), "{why}");
+    request.topic_data[0].topic_id = uuid::Uuid::from_bytes([1; 16]);
+    let v13 = frame(ApiKey::Produce, 13, 34, &request);
+    let why = prepare(&v13, &header(&v13), &options(false), (3, 13)).unwrap_err();
+    assert!(why.contains("by id"), "{why}");
+}
