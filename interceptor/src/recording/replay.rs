@@ -38,8 +38,8 @@ use crate::kafka::{
 const METADATA: i16 = 3;
 /// Requests remembered while their answers are due (acks=0 produce never gets one).
 const MAX_DUE: usize = 100_000;
-/// Audit events of one session kept for interleaving.
-const MAX_AUDIT_EVENTS: usize = 1_000_000;
+/// Audit events of one session kept for interleaving (a few hundred bytes each, parsed).
+const MAX_AUDIT_EVENTS: usize = 100_000;
 /// An audit line longer than this is skipped (events are a few hundred bytes).
 const MAX_AUDIT_LINE: usize = 1024 * 1024;
 /// Topic ids remembered from recorded Metadata answers.
@@ -276,6 +276,16 @@ pub fn replay(path: &Path, options: &Options, out: &mut dyn Write) -> Result<Out
             raw_records: header.has_raw(),
         },
     )?;
+    if timeline.audit.truncated {
+        let note = What::Note {
+            note: "audit_truncated",
+            text: format!(
+                "the session has more than {MAX_AUDIT_EVENTS} audit events; only the first are \
+                 interleaved"
+            ),
+        };
+        timeline.write(0, note)?;
+    }
     let mut outcome = Outcome {
         ended: false,
         error: None,
@@ -787,6 +797,8 @@ struct AuditIndex {
     by_correlation: HashMap<i64, VecDeque<(bool, Value)>>,
     /// (Unix µs, event), in trail order.
     timed: VecDeque<(u64, Value)>,
+    /// The session has more events than are kept.
+    truncated: bool,
 }
 
 impl AuditIndex {
@@ -866,6 +878,7 @@ fn load_audit(dir: &Path, header: &Header) -> io::Result<AuditIndex> {
                 continue;
             }
             if kept == MAX_AUDIT_EVENTS {
+                index.truncated = true;
                 break;
             }
             kept += 1;

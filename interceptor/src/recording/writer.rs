@@ -190,15 +190,21 @@ impl Writer {
     }
 
     fn handle(&mut self, msg: Msg) {
+        let bytes = msg.bytes;
+        self.record(msg);
+        // Released once the frames are: the queue's byte bound is about what is held.
+        self.hub.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    fn record(&mut self, msg: Msg) {
         let Msg {
             info,
             at,
             dropped,
             response_drops,
-            bytes,
+            bytes: _,
             body,
         } = msg;
-        self.hub.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
         let id = info.session;
         if !self.sessions.contains_key(&id) {
             let file = self.create(&info);
