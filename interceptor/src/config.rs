@@ -81,6 +81,9 @@ pub struct Config {
     /// Where tokenized values are kept, and the keys of tokens, hashes and encryption.
     #[serde(default)]
     pub vault: VaultSettings,
+    /// Session recordings (`interceptor replay`).
+    #[serde(default)]
+    pub recording: RecordingConfig,
     /// Protected broker listeners. At least one.
     #[serde(rename = "listener")]
     pub listeners: Vec<Listener>,
@@ -284,6 +287,40 @@ impl Default for AuditConfig {
             fsync: true,
             chain_key_file: None,
             records: true,
+        }
+    }
+}
+
+/// Session recording: each session's frames both ways, after masking (docs/recording.md).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordingConfig {
+    pub enabled: bool,
+    /// Files `<instance>-<session>.irec` (mode 0640; the directory is created 0750).
+    pub dir: PathBuf,
+    /// Past this many payload bytes a session's frames are recorded by their headers only.
+    pub max_session_bytes: u64,
+    /// Messages (one per batch of frames) waiting for the writer, and the bytes they may hold
+    /// on to. When either is full, frames are dropped and counted: the relay never waits.
+    pub queue: usize,
+    pub queue_bytes: usize,
+    /// `"none"`, `"zstd"` or a zstd level (1-19).
+    pub compression: crate::recording::Compression,
+    /// 32-byte key (mode 0600): also keep the original frames, before masking, sealed with
+    /// it. Unset: nothing unmasked is ever written.
+    pub raw_key_file: Option<PathBuf>,
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            dir: PathBuf::from("/var/lib/interceptor/recordings"),
+            max_session_bytes: 1024 * 1024 * 1024,
+            queue: 65536,
+            queue_bytes: 256 * 1024 * 1024,
+            compression: crate::recording::Compression::default(),
+            raw_key_file: None,
         }
     }
 }

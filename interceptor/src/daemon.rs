@@ -118,6 +118,7 @@ pub async fn run(config: Config, mode: Mode) -> Result<()> {
     );
     let vault = open_vault(&config.vault, &initial).await?;
     let (audit, audit_writer) = start_audit(&config.audit)?;
+    crate::recording::start(&config.recording).context("starting session recording")?;
     let rescan = (config.policy.rescan_secs > 0)
         .then(|| std::time::Duration::from_secs(config.policy.rescan_secs));
     let (policy, policy_task) =
@@ -276,6 +277,7 @@ pub async fn run(config: Config, mode: Mode) -> Result<()> {
         })
         .await;
     drop(ctx);
+    tokio::task::spawn_blocking(crate::recording::finish).await?;
     drop(audit);
     tokio::task::spawn_blocking(move || audit_writer.finish()).await?;
     Ok(())

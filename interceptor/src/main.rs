@@ -65,6 +65,8 @@ enum Command {
     /// The token vault's keys.
     #[command(subcommand)]
     Vault(VaultCommand),
+    /// Print a recorded session's timeline, or re-send its produce requests to a broker.
+    Replay(interceptor::recording::cli::ReplayArgs),
     /// Print the SCRAM credential for a password read from stdin, for `[[identity.user]]`
     /// `credentials` (the password itself is never stored).
     SaslCredential {
@@ -161,6 +163,10 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         };
+    }
+    if let Command::Replay(args) = &cli.command {
+        init_logging(LogFormat::Text);
+        return interceptor::recording::cli::run(args, &cli.config);
     }
     if let Command::Policy(command) = &cli.command {
         init_logging(LogFormat::Text);
@@ -259,6 +265,7 @@ fn execute(command: Command, config: Config) -> Result<()> {
         | Command::Policy(_)
         | Command::Status
         | Command::Detokenize { .. }
+        | Command::Replay(_)
         | Command::Vault(VaultCommand::Init { .. }) => Ok(()),
     }
 }

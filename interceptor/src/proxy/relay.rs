@@ -136,6 +136,7 @@ where
                     )
                 }
             };
+            tap.raw_request(&header, &frame);
             match auth.on_request(&header, &frame).await {
                 AuthStep::Pass => {}
                 AuthStep::Respond(answer) => {
@@ -481,6 +482,7 @@ where
             }
             match split_frame(&mut buf, limits.max_frame_bytes) {
                 Ok(Some(frame)) => {
+                    tap.raw_response(&expected, &frame);
                     let frame = match rewrite {
                         Some(filter) => {
                             let rewritten = filter.apply(frame).await;

@@ -169,7 +169,7 @@ pub async fn serve(
         audit.clone(),
         Arc::clone(&ctx.topic_ids),
         ctx.config.audit.records,
-        None,
+        crate::recording::session(session, client_addr.0),
     );
     let listener_auth = ListenerAuth::from_listener(listener);
     let relay_limits = RelayLimits {

@@ -139,6 +139,9 @@ impl SessionTap {
     ) {
         self.metrics.request(header.api_key, handling);
         if let Some(recorder) = &self.recorder {
+            if let Some(identity) = identity {
+                recorder.identity(&identity.principal);
+            }
             if forwarded.is_none() {
                 recorder.refused_request(header, handling);
             }
@@ -332,6 +335,20 @@ impl SessionTap {
             }
         }
         Ok(out)
+    }
+
+    /// A request frame as read from the client, before any decision (for the recording).
+    pub fn raw_request(&self, header: &RequestHeader, frame: &Bytes) {
+        if let Some(recorder) = &self.recorder {
+            recorder.raw_request(header, frame);
+        }
+    }
+
+    /// A broker response read whole, before any rewrite (for the recording).
+    pub fn raw_response(&self, expected: &Expected, frame: &Bytes) {
+        if let Some(recorder) = &self.recorder {
+            recorder.raw_response(expected, frame);
+        }
     }
 
     /// The partitions of a fetch answer that carry records.
