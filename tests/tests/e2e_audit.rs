@@ -245,7 +245,16 @@ fn the_trail_answers_who_wrote_and_read_a_topic_and_verifies() {
         Lib::Confluent,
         &INTRUDER,
         "probe-produce",
-        &["--topic", TOPIC, "--count", "1", "--timeout", "20"],
+        &[
+            "--topic",
+            TOPIC,
+            "--count",
+            "1",
+            "--acks",
+            "1",
+            "--timeout",
+            "20",
+        ],
     );
     eprintln!("intruder: {denied}");
 

@@ -469,6 +469,70 @@ pub fn steps() -> Vec<Step> {
                 Ok(format!("committed offsets {}", v["committed"]))
             },
         },
+        Step {
+            title: "who read and wrote payments today: interceptor audit query",
+            run: |d| {
+                let events = d.audit(&["query", "--topic", "payments", "--event", "records"])?;
+                let mut who: Vec<String> = events
+                    .iter()
+                    .map(|e| {
+                        let offsets: Vec<String> = e["partitions"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|p| {
+                                Some(format!(
+                                    "{}-{}",
+                                    p["first_offset"].as_i64()?,
+                                    p["last_offset"].as_i64()?
+                                ))
+                            })
+                            .collect();
+                        format!(
+                            "{} {} offsets {}",
+                            text(&e["actor"]["user"]["name"]),
+                            text(&e["stage"]),
+                            offsets.join(",")
+                        )
+                    })
+                    .collect();
+                who.dedup();
+                if !who
+                    .iter()
+                    .any(|w| w.starts_with(&format!("{FRAUD_ID} fetch")))
+                {
+                    bail!("the fraud team's read is not in the trail: {who:?}");
+                }
+                Ok(who.join("; "))
+            },
+        },
+        Step {
+            title: "the trail is intact (interceptor audit verify) and a session replays",
+            run: |d| {
+                let dir = d.daemon.audit_path().display().to_string();
+                let verify = d.daemon.cli(&["audit", "verify", &dir])?;
+                let report = String::from_utf8_lossy(&verify.stdout).trim().to_owned();
+                if !verify.status.success() {
+                    bail!("audit verify: {report}");
+                }
+                let recordings = d.dir.join("recordings");
+                let mut files: Vec<PathBuf> = fs::read_dir(&recordings)?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .collect();
+                files.sort_by_key(|f| fs::metadata(f).map(|m| m.len()).unwrap_or(0));
+                let largest = files.last().context("no session was recorded")?;
+                let replay =
+                    d.daemon
+                        .cli(&["replay", &largest.display().to_string(), "--audit", &dir])?;
+                let timeline = String::from_utf8_lossy(&replay.stdout);
+                Ok(format!(
+                    "{}; replay of {} ({} timeline lines)",
+                    report.lines().last().unwrap_or_default(),
+                    largest.file_name().and_then(|n| n.to_str()).unwrap_or("?"),
+                    timeline.lines().count()
+                ))
+            },
+        },
     ]
 }
 
@@ -523,6 +587,26 @@ impl Demo {
             secret,
         ]);
         run_client(&self.ns, lib, &all, CLIENT_TIMEOUT)
+    }
+
+    /// `interceptor audit SUB DIR ARGS --format json` on the demo's trail: the events.
+    pub fn audit(&self, args: &[&str]) -> Result<Vec<Value>> {
+        let dir = self.daemon.audit_path().display().to_string();
+        let mut all = vec!["audit", args[0], dir.as_str()];
+        all.extend(&args[1..]);
+        all.extend(["--format", "json"]);
+        let out = self.daemon.cli(&all)?;
+        if !out.status.success() {
+            bail!(
+                "interceptor {}: {}",
+                all.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).context("audit query printed a line that is not JSON"))
+            .collect()
     }
 
     /// kcat against the protected address with librdkafka's OIDC client-credentials flow.
@@ -670,6 +754,10 @@ fn start() -> Result<Demo> {
             "[vault]\nbackend = \"embedded\"\npath = {:?}\nkey_file = {:?}\n",
             dir.join("vault.redb").display().to_string(),
             keys.display().to_string()
+        ))
+        .extra(&format!(
+            "[recording]\nenabled = true\ndir = {:?}\n",
+            dir.join("recordings").display().to_string()
         ))
         .listener_settings("sasl_mechanisms = [\"OAUTHBEARER\"]\n")
         .extra(&format!(
