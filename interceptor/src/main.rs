@@ -65,6 +65,9 @@ enum Command {
     /// The token vault's keys.
     #[command(subcommand)]
     Vault(VaultCommand),
+    /// Check (verify) or search (query) the audit trail.
+    #[command(subcommand)]
+    Audit(interceptor::audit::cli::AuditCommand),
     /// Print a recorded session's timeline, or re-send its produce requests to a broker.
     Replay(interceptor::recording::cli::ReplayArgs),
     /// Print the SCRAM credential for a password read from stdin, for `[[identity.user]]`
@@ -163,6 +166,9 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         };
+    }
+    if let Command::Audit(command) = &cli.command {
+        return interceptor::audit::cli::run(command);
     }
     if let Command::Replay(args) = &cli.command {
         init_logging(LogFormat::Text);
@@ -266,6 +272,7 @@ fn execute(command: Command, config: Config) -> Result<()> {
         | Command::Status
         | Command::Detokenize { .. }
         | Command::Replay(_)
+        | Command::Audit(_)
         | Command::Vault(VaultCommand::Init { .. }) => Ok(()),
     }
 }

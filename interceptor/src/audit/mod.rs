@@ -14,10 +14,13 @@
 //! trail once writing works again. Nothing is dropped without being counted.
 
 pub mod chain;
+pub mod cli;
 mod event;
 mod file;
 mod memory;
 mod ocsf;
+pub mod query;
+pub mod verify;
 
 use std::{
     collections::VecDeque,
