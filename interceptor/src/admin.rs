@@ -4,7 +4,8 @@
 //! HTTP/1.0 for `curl --unix-socket` to work too: `GET /status` answers a JSON document;
 //! `POST /detokenize` with `{"token": …, "access_token": …}` answers a vault token's value to
 //! an identity the policy lets see it (see [`crate::detokenize`]).
-//! (Metrics and health come with the audit issue.)
+//! `GET /metrics` (Prometheus text), `/healthz` and `/readyz` are served here too, and on an
+//! optional TCP listener that serves only those three (never status or detokenize).
 
 use std::{
     os::unix::fs::PermissionsExt,
@@ -17,7 +18,7 @@ use serde::Serialize;
 use thiserror::Error;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::{UnixListener, UnixStream},
+    net::UnixListener,
 };
 
 use crate::{
@@ -49,6 +50,9 @@ pub struct Status {
     /// The token vault's health and counters; absent without a keyring.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vault: Option<crate::vault::VaultStatus>,
+    /// Counts since start (the full set is `GET /metrics`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<crate::metrics::Summary>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -69,6 +73,8 @@ pub struct StatusSource {
     pub base: Status,
     pub policy: PolicyHandle,
     pub detokenizer: Option<Arc<Detokenizer>>,
+    /// The audit writer's counters (metrics, readiness).
+    pub audit: Option<Arc<crate::audit::AuditStats>>,
 }
 
 impl StatusSource {
@@ -89,12 +95,83 @@ impl StatusSource {
             .as_ref()
             .and_then(|d| d.vault.as_ref())
             .map(crate::vault::Vault::status);
+        status.metrics = Some(crate::metrics::global().summary(self.audit.as_deref()));
         status
+    }
+
+    fn metrics(&self) -> String {
+        crate::metrics::render(
+            crate::metrics::global(),
+            &crate::metrics::Extra {
+                audit: self.audit.as_deref(),
+            },
+        )
+    }
+
+    /// Ready: started (kernel programs attached, policy loaded, listening) and the audit
+    /// trail writable. The body names what is not.
+    fn readiness(&self) -> (&'static str, String) {
+        let started = crate::metrics::global()
+            .ready
+            .load(std::sync::atomic::Ordering::Acquire);
+        let audit_failing = self
+            .audit
+            .as_ref()
+            .is_some_and(|a| a.failing.load(std::sync::atomic::Ordering::Acquire));
+        let mut not_ready = Vec::new();
+        if !started {
+            not_ready.push("starting");
+        }
+        if audit_failing {
+            not_ready.push("audit trail not writable");
+        }
+        if not_ready.is_empty() {
+            ("200 OK", "ready\n".into())
+        } else {
+            (
+                "503 Service Unavailable",
+                format!("not ready: {}\n", not_ready.join(", ")),
+            )
+        }
     }
 }
 
+/// Serves `/metrics`, `/healthz` and `/readyz` on a TCP address, for Prometheus.
+pub async fn serve_http(
+    address: std::net::SocketAddr,
+    source: Arc<StatusSource>,
+) -> Result<tokio::task::JoinHandle<()>, AdminError> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| AdminError::Io {
+            path: PathBuf::from(address.to_string()),
+            source,
+        })?;
+    Ok(tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let source = Arc::clone(&source);
+                    tokio::spawn(async move {
+                        if let Err(e) = answer(stream, &source, true).await {
+                            tracing::debug!("metrics request: {e}");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!("metrics listener accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }))
+}
+
 /// Binds the socket (replacing a stale one) and serves it until the task is aborted.
-pub fn serve(path: &Path, source: StatusSource) -> Result<tokio::task::JoinHandle<()>, AdminError> {
+pub fn serve(
+    path: &Path,
+    source: Arc<StatusSource>,
+) -> Result<tokio::task::JoinHandle<()>, AdminError> {
     let io = |source| AdminError::Io {
         path: path.to_owned(),
         source,
@@ -109,14 +186,13 @@ pub fn serve(path: &Path, source: StatusSource) -> Result<tokio::task::JoinHandl
     }
     let listener = UnixListener::bind(path).map_err(io)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
-    let source = Arc::new(source);
     Ok(tokio::spawn(async move {
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
                     let source = Arc::clone(&source);
                     tokio::spawn(async move {
-                        if let Err(e) = answer(stream, &source).await {
+                        if let Err(e) = answer(stream, &source, false).await {
                             tracing::debug!("admin request: {e}");
                         }
                     });
@@ -136,13 +212,51 @@ const MAX_REQUEST: usize = 4096;
 const MAX_BODY: usize = 64 * 1024;
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
-async fn answer(mut stream: UnixStream, source: &StatusSource) -> std::io::Result<()> {
+async fn answer<S: AsyncReadExt + AsyncWriteExt + Unpin>(
+    mut stream: S,
+    source: &StatusSource,
+    read_only: bool,
+) -> std::io::Result<()> {
     let Some((head, body)) = read_request(&mut stream).await else {
         return Ok(());
     };
     let first_line = head.lines().next().unwrap_or_default().to_owned();
     let mut parts = first_line.split_whitespace();
-    let (status, body) = match (parts.next(), parts.next()) {
+    const JSON: &str = "application/json";
+    const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+    let route = (parts.next(), parts.next());
+    let (status, content_type, body) = match route {
+        (Some("GET"), Some("/metrics")) => ("200 OK", TEXT, source.metrics()),
+        (Some("GET"), Some("/healthz")) => ("200 OK", TEXT, "ok\n".to_owned()),
+        (Some("GET"), Some("/readyz")) => {
+            let (status, body) = source.readiness();
+            (status, TEXT, body)
+        }
+        _ if read_only => (
+            "404 Not Found",
+            TEXT,
+            "GET /metrics, /healthz or /readyz\n".to_owned(),
+        ),
+        _ => {
+            let (status, body) = json_route(route, source, &body).await;
+            (status, JSON, body)
+        }
+    };
+    let response = format!(
+        "HTTP/1.0 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// The routes only the Unix socket serves.
+async fn json_route(
+    route: (Option<&str>, Option<&str>),
+    source: &StatusSource,
+    body: &[u8],
+) -> (&'static str, String) {
+    match route {
         (Some("GET"), Some("/status")) => match serde_json::to_string_pretty(&source.now()) {
             Ok(json) => ("200 OK", json),
             Err(e) => (
@@ -150,23 +264,18 @@ async fn answer(mut stream: UnixStream, source: &StatusSource) -> std::io::Resul
                 serde_json::json!({ "error": e.to_string() }).to_string(),
             ),
         },
-        (Some("POST"), Some("/detokenize")) => detokenize(source, &body).await,
+        (Some("POST"), Some("/detokenize")) => detokenize(source, body).await,
         _ => (
             "404 Not Found",
-            "{\"error\":\"GET /status or POST /detokenize\"}".to_owned(),
+            "{\"error\":\"GET /status, /metrics, /healthz, /readyz or POST /detokenize\"}"
+                .to_owned(),
         ),
-    };
-    let response = format!(
-        "HTTP/1.0 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
+    }
 }
 
 /// The request head and body (`content-length` bytes, at most [`MAX_BODY`]); `None` for a
 /// request too long, cut short or too slow.
-async fn read_request(stream: &mut UnixStream) -> Option<(String, Vec<u8>)> {
+async fn read_request<S: AsyncReadExt + Unpin>(stream: &mut S) -> Option<(String, Vec<u8>)> {
     let read = tokio::time::timeout(ANSWER_TIMEOUT, async {
         let mut buf = Vec::with_capacity(512);
         let mut chunk = [0u8; 4096];
@@ -336,9 +445,11 @@ mod tests {
                     reload: ReloadStatus::default(),
                 },
                 vault: None,
+                metrics: None,
             },
             policy: PolicyHandle::fixed(PolicySet::empty()),
             detokenizer: None,
+            audit: None,
         }
     }
 
@@ -346,7 +457,7 @@ mod tests {
     async fn status_answers_with_the_policy_in_force_and_the_socket_is_private() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/admin.sock");
-        let task = serve(&path, source()).unwrap();
+        let task = serve(&path, Arc::new(source())).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let query = path.clone();
@@ -365,12 +476,12 @@ mod tests {
     async fn anything_but_get_status_is_not_found_and_long_requests_are_cut() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("admin.sock");
-        let task = serve(&path, source()).unwrap();
+        let task = serve(&path, Arc::new(source())).unwrap();
         for request in [
             b"POST /status HTTP/1.0\r\n\r\n".to_vec(),
             vec![b'A'; 10_000],
         ] {
-            let mut s = UnixStream::connect(&path).await.unwrap();
+            let mut s = tokio::net::UnixStream::connect(&path).await.unwrap();
             // The server may stop reading (and reset) before all of a long request is in.
             let _ = s.write_all(&request).await;
             let _ = s.shutdown().await;
@@ -379,5 +490,53 @@ mod tests {
             assert!(!answer.contains("\"policy\""), "{answer}");
         }
         task.abort();
+    }
+
+    async fn get<S: AsyncReadExt + AsyncWriteExt + Unpin>(mut s: S, path: &str) -> String {
+        s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer).await;
+        answer
+    }
+
+    #[tokio::test]
+    async fn metrics_and_health_on_the_socket_and_only_those_over_tcp() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin.sock");
+        let mut with_audit = source();
+        let stats = Arc::new(crate::audit::AuditStats::default());
+        with_audit.audit = Some(Arc::clone(&stats));
+        let source = Arc::new(with_audit);
+        let unix = serve(&path, Arc::clone(&source)).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        drop(listener);
+        let tcp = serve_http(address, Arc::clone(&source)).await.unwrap();
+
+        let sock = || tokio::net::UnixStream::connect(&path);
+        let metrics = get(sock().await.unwrap(), "/metrics").await;
+        assert!(metrics.starts_with("HTTP/1.0 200 OK"), "{metrics}");
+        assert!(metrics.contains("content-type: text/plain; version=0.0.4"));
+        assert!(metrics.contains("interceptor_audit_queue_depth 0"));
+        assert!(get(sock().await.unwrap(), "/healthz")
+            .await
+            .ends_with("ok\n"));
+        stats
+            .failing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let ready = get(sock().await.unwrap(), "/readyz").await;
+        assert!(ready.starts_with("HTTP/1.0 503"), "{ready}");
+        assert!(ready.contains("audit trail not writable"), "{ready}");
+
+        let over_tcp = || tokio::net::TcpStream::connect(address);
+        let metrics = get(over_tcp().await.unwrap(), "/metrics").await;
+        assert!(metrics.contains("interceptor_requests_total"), "{metrics}");
+        let status = get(over_tcp().await.unwrap(), "/status").await;
+        assert!(status.starts_with("HTTP/1.0 404"), "{status}");
+        assert!(!status.contains("\"policy\""));
+        unix.abort();
+        tcp.abort();
     }
 }

@@ -131,12 +131,16 @@ impl Default for PolicyConfig {
 pub struct AdminConfig {
     /// Unix socket for `interceptor status` (mode 0600: root only). Empty turns it off.
     pub socket: PathBuf,
+    /// A TCP address serving only `/metrics`, `/healthz` and `/readyz` (for Prometheus);
+    /// unset: none.
+    pub http_address: Option<std::net::SocketAddr>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             socket: PathBuf::from(DEFAULT_ADMIN_SOCKET),
+            http_address: None,
         }
     }
 }
@@ -508,6 +512,16 @@ impl Config {
                 "listener",
                 "at least one [[listener]] is required".into(),
             ));
+        }
+        if let Some(http) = self.admin.http_address {
+            // The daemon's own listener must never be a protected broker address: the kernel
+            // would steer the broker's clients to it.
+            if self.listeners.iter().any(|l| l.address == http) {
+                return Err(invalid(
+                    "admin.http_address",
+                    format!("{http} is a protected [[listener]] address"),
+                ));
+            }
         }
         for (i, l) in self.listeners.iter().enumerate() {
             if l.address.port() == 0 {

@@ -187,40 +187,51 @@ pub async fn run(config: Config, mode: Mode) -> Result<()> {
             },
         )),
     });
+    let source = Arc::new(StatusSource {
+        base: Status {
+            version: env!("CARGO_PKG_VERSION"),
+            pid: std::process::id(),
+            mode: mode_name,
+            started_at: time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            fail_open: config.fail_open,
+            protected: protected.clone(),
+            policy: PolicyStatus {
+                dir: config.policy.dir.clone(),
+                version: String::new(),
+                generation: 0,
+                loaded_at: String::new(),
+                files: 0,
+                rules: 0,
+                reload: Default::default(),
+            },
+            vault: None,
+            metrics: None,
+        },
+        policy: policy.clone(),
+        detokenizer: Some(Arc::new(Detokenizer {
+            authenticator: Arc::clone(&ctx.authenticator),
+            vault,
+            policy,
+            audit: audit.clone(),
+        })),
+        audit: Some(audit.stats()),
+    });
     let admin_task = if config.admin.socket.as_os_str().is_empty() {
         None
     } else {
-        let source = StatusSource {
-            base: Status {
-                version: env!("CARGO_PKG_VERSION"),
-                pid: std::process::id(),
-                mode: mode_name,
-                started_at: time::OffsetDateTime::now_utc()
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .unwrap_or_default(),
-                fail_open: config.fail_open,
-                protected: protected.clone(),
-                policy: PolicyStatus {
-                    dir: config.policy.dir.clone(),
-                    version: String::new(),
-                    generation: 0,
-                    loaded_at: String::new(),
-                    files: 0,
-                    rules: 0,
-                    reload: Default::default(),
-                },
-                vault: None,
-            },
-            policy: policy.clone(),
-            detokenizer: Some(Arc::new(Detokenizer {
-                authenticator: Arc::clone(&ctx.authenticator),
-                vault,
-                policy,
-                audit: audit.clone(),
-            })),
-        };
-        Some(admin::serve(&config.admin.socket, source)?)
+        Some(admin::serve(&config.admin.socket, Arc::clone(&source))?)
     };
+    let metrics_task = match config.admin.http_address {
+        Some(address) => {
+            let task = admin::serve_http(address, Arc::clone(&source)).await?;
+            tracing::info!(%address, "metrics and health on http://{address}/metrics");
+            Some(task)
+        }
+        None => None,
+    };
+    drop(source);
     audit
         .emit(AuditEvent::DaemonStart {
             mode: mode_name,
@@ -248,6 +259,9 @@ pub async fn run(config: Config, mode: Mode) -> Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(proxy::serve(listeners, Arc::clone(&ctx), stop_rx));
+    crate::metrics::global()
+        .ready
+        .store(true, std::sync::atomic::Ordering::Release);
     tracing::info!("interceptor ready");
 
     wait_for_stop_signal().await?;
@@ -256,7 +270,10 @@ pub async fn run(config: Config, mode: Mode) -> Result<()> {
     );
     let _ = stop_tx.send(true);
     let open = server.await.unwrap_or(0);
-    for task in [events_task, admin_task, Some(policy_task)]
+    crate::metrics::global()
+        .ready
+        .store(false, std::sync::atomic::Ordering::Release);
+    for task in [events_task, admin_task, metrics_task, Some(policy_task)]
         .into_iter()
         .flatten()
     {

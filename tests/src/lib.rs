@@ -1087,10 +1087,12 @@ impl Interceptor {
         }
         // Daemons of parallel tests must not share the default admin socket.
         let admin_socket = work.join("admin.sock");
-        text.push_str(&format!(
-            "\n[admin]\nsocket = {:?}\n",
-            admin_socket.display().to_string()
-        ));
+        let socket_line = format!("socket = {:?}\n", admin_socket.display().to_string());
+        if text.contains("\n[admin]\n") {
+            text = text.replacen("\n[admin]\n", &format!("\n[admin]\n{socket_line}"), 1);
+        } else {
+            text.push_str(&format!("\n[admin]\n{socket_line}"));
+        }
         fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;
         Ok(Interceptor {
             netns: ns.path().to_path_buf(),

@@ -273,12 +273,20 @@ fn the_trail_answers_who_wrote_and_read_a_topic_and_verifies() {
         WRITER.id,
     ]);
     let written = covered(&writes, "produce");
-    assert_eq!(written.len(), 60, "the writer's acknowledged offsets: {writes:?}");
+    assert_eq!(
+        written.len(),
+        60,
+        "the writer's acknowledged offsets: {writes:?}"
+    );
     // Each partition's offsets run from 0 without a gap.
     let partitions: BTreeSet<i64> = written.iter().map(|(p, _)| *p).collect();
     for p in partitions {
         let offsets: Vec<i64> = written.iter().filter(|w| w.0 == p).map(|w| w.1).collect();
-        assert_eq!(offsets, (0..offsets.len() as i64).collect::<Vec<_>>(), "partition {p}");
+        assert_eq!(
+            offsets,
+            (0..offsets.len() as i64).collect::<Vec<_>>(),
+            "partition {p}"
+        );
     }
     for e in &writes {
         assert_eq!(e["actor"]["user"]["name"], WRITER.id);

