@@ -79,6 +79,7 @@ async fn open_vault(settings: &VaultSettings, policy: &PolicySet) -> Result<Opti
 }
 
 pub async fn run(config: Config, mode: Mode) -> Result<()> {
+    crate::metrics::global().mark_start();
     let config = Arc::new(config);
     // Everything that can refuse to start does so before the kernel programs are touched.
     let broker_credentials = match config.upstream_auth.mechanism {

@@ -58,7 +58,8 @@ const POLICY: &str = r#"rules:
 const SCRAPE: &str = r#"
 import json, sys, urllib.request
 from prometheus_client.parser import text_string_to_metric_families
-text = sys.stdin.read() if sys.argv[1] == "-" else urllib.request.urlopen(sys.argv[1], timeout=10).read().decode()
+src = sys.argv[1]
+text = open(src[5:]).read() if src.startswith("file:") else urllib.request.urlopen(src, timeout=10).read().decode()
 out = {}
 for family in text_string_to_metric_families(text):
     for s in family.samples:
@@ -67,15 +68,20 @@ for family in text_string_to_metric_families(text):
 print(json.dumps(out))
 "#;
 
-fn scrape(ns: &Netns, source: &str, stdin: Option<&str>) -> BTreeMap<String, f64> {
+fn scrape(ns: &Netns, source: &str, text: Option<&str>) -> BTreeMap<String, f64> {
     let peers = peers();
     let mut cmd = ns.command(&peers.python);
+    let from_file;
+    let source = match text {
+        Some(text) => {
+            let input = std::env::temp_dir().join(format!("metrics-{}.txt", std::process::id()));
+            fs::write(&input, text).expect("scrape input");
+            from_file = format!("file:{}", input.display());
+            from_file.as_str()
+        }
+        None => source,
+    };
     cmd.args(["-c", SCRAPE, source]);
-    if let Some(text) = stdin {
-        let input = std::env::temp_dir().join(format!("metrics-{}.txt", std::process::id()));
-        fs::write(&input, text).expect("scrape input");
-        cmd.stdin(fs::File::open(&input).expect("scrape input"));
-    }
     let done = run_with_timeout(cmd, Duration::from_secs(30)).expect("python scrape");
     assert!(done.status.success(), "scrape failed: {}", done.stderr);
     let parsed: BTreeMap<String, f64> =
@@ -157,20 +163,34 @@ fn metrics_parse_with_prometheus_and_match_the_traffic() {
         Lib::Confluent,
         "writer",
         "writer-secret",
-        &["produce", "--topic", "orders", "--count", "200", "--size", "100"],
+        &[
+            "produce", "--topic", "orders", "--count", "200", "--size", "100",
+        ],
     );
     assert_eq!(produced["produced"], 200, "{produced}");
     client(
         Lib::KafkaPython,
         "writer",
         "writer-secret",
-        &["produce", "--topic", "orders", "--count", "30", "--size", "100"],
+        &[
+            "produce", "--topic", "orders", "--count", "30", "--size", "100",
+        ],
     );
     let denied = client(
         Lib::Confluent,
         "intruder",
         "intruder-secret",
-        &["probe-produce", "--topic", "orders", "--count", "1", "--acks", "1", "--timeout", "20"],
+        &[
+            "probe-produce",
+            "--topic",
+            "orders",
+            "--count",
+            "1",
+            "--acks",
+            "1",
+            "--timeout",
+            "20",
+        ],
     );
     eprintln!("intruder: {denied}");
     // A token the IdP never signed: refused at authentication.
@@ -181,8 +201,17 @@ fn metrics_parse_with_prometheus_and_match_the_traffic() {
         &ns,
         Lib::KafkaPython,
         &[
-            "probe-produce", "--bootstrap", BOOTSTRAP, "--topic", "orders", "--count", "1",
-            "--timeout", "15", "--sasl-token-file", &forged_arg,
+            "probe-produce",
+            "--bootstrap",
+            BOOTSTRAP,
+            "--topic",
+            "orders",
+            "--count",
+            "1",
+            "--timeout",
+            "15",
+            "--sasl-token-file",
+            &forged_arg,
         ],
         Duration::from_secs(60),
     );
@@ -202,13 +231,19 @@ fn metrics_parse_with_prometheus_and_match_the_traffic() {
     let socket = daemon.config_path().with_file_name("admin.sock");
     let (status, text) = admin_get(&socket, "/metrics");
     assert!(status.contains("200"), "{status}");
-    let over_socket = scrape(&ns, "-", Some(&text));
+    let over_socket = scrape(&ns, "socket", Some(&text));
     eprintln!(
         "{} samples over TCP, {} over the socket",
         over_tcp.len(),
         over_socket.len()
     );
 
+    for (k, v) in over_tcp
+        .iter()
+        .filter(|(k, _)| k.starts_with("interceptor_requests_total"))
+    {
+        eprintln!("{k} {v}");
+    }
     for m in [&over_tcp, &over_socket] {
         let produce_allowed = sample(m, "interceptor_requests_total{api=Produce,decision=allow}");
         assert!(produce_acks > 0.0);
@@ -217,9 +252,15 @@ fn metrics_parse_with_prometheus_and_match_the_traffic() {
             "allowed Produce requests vs produce acknowledgements in the trail"
         );
         let produce_denied = sample(m, "interceptor_requests_total{api=Produce,decision=deny}");
-        assert!(produce_denied >= 1.0 && denied_produce >= 1.0, "{produce_denied}");
+        assert!(
+            produce_denied >= 1.0 && denied_produce >= 1.0,
+            "{produce_denied}"
+        );
         assert_eq!(
-            sample(m, "interceptor_request_duration_seconds_count{api=Produce,decision=allow}"),
+            sample(
+                m,
+                "interceptor_request_duration_seconds_count{api=Produce,decision=allow}"
+            ),
             produce_allowed,
             "every allowed produce has a latency"
         );

