@@ -470,9 +470,9 @@ pub fn steps() -> Vec<Step> {
             },
         },
         Step {
-            title: "who read and wrote payments today: interceptor audit query",
+            title: "who wrote and read the card payments: interceptor audit query --topic cards",
             run: |d| {
-                let events = d.audit(&["query", "--topic", "payments", "--event", "records"])?;
+                let events = d.audit(&["query", "--topic", "cards", "--event", "records"])?;
                 let mut who: Vec<String> = events
                     .iter()
                     .map(|e| {
