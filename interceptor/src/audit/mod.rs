@@ -15,6 +15,7 @@
 
 pub mod chain;
 mod event;
+pub mod export;
 mod file;
 mod memory;
 mod ocsf;
