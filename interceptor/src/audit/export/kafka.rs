@@ -29,7 +29,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{
     config::{KafkaSinkConfig, KAFKA_RECORD_OVERHEAD},
-    kafka_wire::{self as wire, PartitionAnswer},
+    kafka_wire::{self as wire, PartitionAnswer, PartitionState},
     sink::{step_timeout, Backoff, Entry, ExitGuard, LossReason, Sink},
 };
 use crate::{
@@ -183,10 +183,14 @@ fn is_retriable(code: i16) -> bool {
     ResponseError::try_from_code(code).is_some_and(|e| e.is_retriable())
 }
 
-fn broker_error(c: &KafkaSinkConfig, answer: &PartitionAnswer) -> String {
-    let name = ResponseError::try_from_code(answer.error_code)
+fn error_name(code: i16) -> String {
+    ResponseError::try_from_code(code)
         .map(|e| format!("{e:?}"))
-        .unwrap_or_else(|| "unknown error".to_owned());
+        .unwrap_or_else(|| "unknown error".to_owned())
+}
+
+fn broker_error(c: &KafkaSinkConfig, answer: &PartitionAnswer) -> String {
+    let name = error_name(answer.error_code);
     format!(
         "{} refused a Produce to {}/{}: {name} ({}){}",
         c.broker,
@@ -235,6 +239,8 @@ async fn open(s: &Settings, timeout: Duration) -> Result<Conn, String> {
     }
     conn.produce_version =
         wire::produce_version(&versions).map_err(|e| format!("{}: {e}", c.broker))?;
+    let metadata_version =
+        wire::metadata_version(&versions).map_err(|e| format!("{}: {e}", c.broker))?;
     if let Some((mechanism, secrets)) = &s.login {
         let auth = sasl::upstream::authenticate(
             &mut conn.upstream.stream,
@@ -249,6 +255,35 @@ async fn open(s: &Settings, timeout: Duration) -> Result<Conn, String> {
             // Reconnect at 90% of the session, before the broker closes it mid-request.
             let lifetime = Duration::from_millis(auth.session_lifetime_ms.unsigned_abs());
             conn.expires = Some(Instant::now() + lifetime.mul_f64(0.9));
+        }
+    }
+    // Before producing: the topic must be there (a broker that creates topics does so on
+    // this request). Some brokers answer a Produce to a missing topic with success and
+    // store nothing, so this is the one place a missing topic shows.
+    let id = conn.correlation_id();
+    let request = wire::metadata_request(&c.topic);
+    let frame = wire::request_frame(ApiKey::Metadata, metadata_version, id, CLIENT_ID, &request)?;
+    let answer = conn.round_trip(&frame, id).await?;
+    match wire::decode_metadata_response(&answer, metadata_version, &c.topic)? {
+        PartitionState::Ready { leader } => {
+            tracing::debug!(broker = %c.broker, topic = %c.topic, leader, "audit export topic ready");
+        }
+        PartitionState::Error(code) => {
+            return Err(format!(
+                "{}: topic {} partition {}: {} ({code})",
+                c.broker,
+                c.topic,
+                wire::PARTITION,
+                error_name(code)
+            ))
+        }
+        PartitionState::Missing => {
+            return Err(format!(
+                "{}: topic {} has no partition {}",
+                c.broker,
+                c.topic,
+                wire::PARTITION
+            ))
         }
     }
     Ok(conn)

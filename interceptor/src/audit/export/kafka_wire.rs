@@ -9,9 +9,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::{
     indexmap::IndexMap,
     messages::{
+        metadata_request::MetadataRequestTopic,
         produce_request::{PartitionProduceData, TopicProduceData},
-        ApiKey, ApiVersionsResponse, ProduceRequest, ProduceResponse, RequestHeader as WireHeader,
-        TopicName,
+        ApiKey, ApiVersionsResponse, MetadataRequest, MetadataResponse, ProduceRequest,
+        ProduceResponse, RequestHeader as WireHeader, TopicName,
     },
     protocol::{Decodable, Encodable, StrBytes},
     records::{
@@ -32,6 +33,9 @@ use crate::kafka::{
 /// v10+ carry tagged fields (leader hints) that this sink does not use, so v8 is enough.
 pub const PRODUCE_MIN_VERSION: i16 = 3;
 pub const PRODUCE_MAX_VERSION: i16 = 8;
+/// Metadata versions: v4 is the first that asks for auto-creation; v9+ are flexible.
+pub const METADATA_MIN_VERSION: i16 = 4;
+pub const METADATA_MAX_VERSION: i16 = 8;
 /// The ApiVersions version asked first (KIP-511: a broker that does not know it answers v0).
 pub const API_VERSIONS_VERSION: i16 = 3;
 /// Answers larger than this are refused (a Produce answer for one partition is tiny).
@@ -121,19 +125,151 @@ pub fn produce_request(topic: &str, acks: i16, timeout_ms: i32, records: Bytes) 
 
 /// The Produce version to use: the highest both sides speak.
 pub fn produce_version(versions: &ApiVersionsResponse) -> Result<i16, String> {
-    let produce = versions
+    pick_version(
+        versions,
+        ApiKey::Produce,
+        PRODUCE_MIN_VERSION,
+        PRODUCE_MAX_VERSION,
+    )
+}
+
+/// The Metadata version to use: the highest both sides speak.
+pub fn metadata_version(versions: &ApiVersionsResponse) -> Result<i16, String> {
+    pick_version(
+        versions,
+        ApiKey::Metadata,
+        METADATA_MIN_VERSION,
+        METADATA_MAX_VERSION,
+    )
+}
+
+fn pick_version(
+    versions: &ApiVersionsResponse,
+    api: ApiKey,
+    min: i16,
+    max: i16,
+) -> Result<i16, String> {
+    let offered = versions
         .api_keys
         .iter()
-        .find(|k| k.api_key == ApiKey::Produce as i16)
-        .ok_or("the broker does not offer Produce")?;
-    let version = produce.max_version.min(PRODUCE_MAX_VERSION);
-    if version < PRODUCE_MIN_VERSION || version < produce.min_version {
+        .find(|k| k.api_key == api as i16)
+        .ok_or_else(|| format!("the broker does not offer {api:?}"))?;
+    let version = offered.max_version.min(max);
+    if version < min || version < offered.min_version {
         return Err(format!(
-            "the broker offers Produce v{}-v{}; this sink speaks v{PRODUCE_MIN_VERSION}-v{PRODUCE_MAX_VERSION}",
-            produce.min_version, produce.max_version
+            "the broker offers {api:?} v{}-v{}; this sink speaks v{min}-v{max}",
+            offered.min_version, offered.max_version
         ));
     }
     Ok(version)
+}
+
+/// Metadata for `topic`, asking the broker to create it if it does that.
+pub fn metadata_request(topic: &str) -> MetadataRequest {
+    MetadataRequest::default()
+        .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(
+            TopicName(StrBytes::from_string(topic.to_owned())),
+        ))]))
+        .with_allow_auto_topic_creation(true)
+}
+
+/// What the broker says about partition 0 of the topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartitionState {
+    /// It exists; its leader's node id.
+    Ready { leader: i32 },
+    /// The topic or the partition has this error (UNKNOWN_TOPIC_OR_PARTITION,
+    /// LEADER_NOT_AVAILABLE while being created, TOPIC_AUTHORIZATION_FAILED, ...).
+    Error(i16),
+    /// The topic exists without a partition 0 (cannot happen in Kafka).
+    Missing,
+}
+
+/// Decodes a Metadata answer frame (length prefix included) for `topic` partition 0.
+pub fn decode_metadata_response(
+    frame: &Bytes,
+    version: i16,
+    topic: &str,
+) -> Result<PartitionState, String> {
+    if !(METADATA_MIN_VERSION..=METADATA_MAX_VERSION).contains(&version) {
+        return Err(format!("Metadata v{version} answers are not decoded here"));
+    }
+    let fail = |e: HeaderError| format!("invalid Metadata answer: {e}");
+    let offset = response_body_offset(frame, ApiKey::Metadata as i16, version).map_err(fail)?;
+    let body = frame.slice(offset..);
+    check_metadata_counts(&body, version).map_err(fail)?;
+    let response = MetadataResponse::decode(&mut body.clone(), version)
+        .map_err(|e| format!("invalid Metadata answer: {e}"))?;
+    let Some(t) = response
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == topic))
+    else {
+        return Err(format!("the Metadata answer has no entry for {topic}"));
+    };
+    if t.error_code != 0 {
+        return Ok(PartitionState::Error(t.error_code));
+    }
+    Ok(
+        match t.partitions.iter().find(|p| p.partition_index == PARTITION) {
+            None => PartitionState::Missing,
+            Some(p) if p.error_code != 0 => PartitionState::Error(p.error_code),
+            Some(p) => PartitionState::Ready {
+                leader: p.leader_id.0,
+            },
+        },
+    )
+}
+
+/// Walks a classic (v4–v8) Metadata response body the way the crate's decoder will,
+/// checking every array count against the bytes left.
+fn check_metadata_counts(body: &[u8], version: i16) -> Result<(), HeaderError> {
+    let i32_array = |r: &mut Reader<'_>, what: &'static str| -> Result<(), HeaderError> {
+        let n = r.count(false, 4, what)?;
+        r.skip(n * 4, what)
+    };
+    let mut r = Reader::new(body);
+    r.i32("throttle time")?;
+    // A broker: node id, host (2+), port, rack (2+).
+    let brokers = r.count(false, 12, "Metadata brokers")?;
+    for _ in 0..brokers {
+        r.i32("node id")?;
+        r.string(false, "broker host")?;
+        r.i32("broker port")?;
+        r.nullable_string("broker rack")?;
+    }
+    r.nullable_string("cluster id")?;
+    r.i32("controller id")?;
+    // A topic: error code, name (2+), internal flag, partition count, [operations].
+    let topic_min = 2 + 2 + 1 + 4 + if version >= 8 { 4 } else { 0 };
+    // A partition: error code, index, leader, [leader epoch], replicas, isr, [offline].
+    let partition_min =
+        2 + 4 + 4 + if version >= 7 { 4 } else { 0 } + 4 + 4 + if version >= 5 { 4 } else { 0 };
+    let topics = r.count(false, topic_min, "Metadata topics")?;
+    for _ in 0..topics {
+        r.i16("topic error code")?;
+        r.nullable_string("topic name")?;
+        r.u8("is internal")?;
+        let partitions = r.count(false, partition_min, "Metadata partitions")?;
+        for _ in 0..partitions {
+            r.skip(2 + 4 + 4, "partition")?;
+            if version >= 7 {
+                r.i32("leader epoch")?;
+            }
+            i32_array(&mut r, "replica nodes")?;
+            i32_array(&mut r, "isr nodes")?;
+            if version >= 5 {
+                i32_array(&mut r, "offline replicas")?;
+            }
+        }
+        if version >= 8 {
+            r.i32("topic authorized operations")?;
+        }
+    }
+    if version >= 8 {
+        r.i32("cluster authorized operations")?;
+    }
+    Ok(())
 }
 
 /// The broker's answer for the one partition a Produce wrote to.
@@ -302,6 +438,84 @@ mod tests {
                 decode_produce_response(&Bytes::from(short), 8, "audit").is_err(),
                 "cut at {cut}"
             );
+        }
+    }
+
+    fn metadata_frame(response: &MetadataResponse, version: i16) -> Bytes {
+        let mut body = BytesMut::new();
+        response.encode(&mut body, version).unwrap();
+        let mut frame = BytesMut::new();
+        frame.put_i32((body.len() + 4) as i32);
+        frame.put_i32(3);
+        frame.extend_from_slice(&body);
+        frame.freeze()
+    }
+
+    fn metadata(topic_error: i16, partitions: &[(i32, i16)]) -> MetadataResponse {
+        use kafka_protocol::messages::{
+            metadata_response::{
+                MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+            },
+            BrokerId,
+        };
+        MetadataResponse::default()
+            .with_brokers(vec![MetadataResponseBroker::default()
+                .with_node_id(BrokerId(111))
+                .with_host(StrBytes::from_static_str("127.0.0.1"))
+                .with_port(9092)])
+            .with_topics(vec![MetadataResponseTopic::default()
+                .with_name(Some(TopicName(StrBytes::from_static_str("audit"))))
+                .with_error_code(topic_error)
+                .with_partitions(
+                    partitions
+                        .iter()
+                        .map(|(index, code)| {
+                            MetadataResponsePartition::default()
+                                .with_partition_index(*index)
+                                .with_error_code(*code)
+                                .with_leader_id(BrokerId(111))
+                                .with_replica_nodes(vec![BrokerId(111)])
+                                .with_isr_nodes(vec![BrokerId(111)])
+                        })
+                        .collect(),
+                )])
+    }
+
+    #[test]
+    fn metadata_answers_tell_whether_partition_0_is_there() {
+        for version in METADATA_MIN_VERSION..=METADATA_MAX_VERSION {
+            let decode = |m: &MetadataResponse| {
+                decode_metadata_response(&metadata_frame(m, version), version, "audit")
+            };
+            assert_eq!(
+                decode(&metadata(0, &[(1, 0), (0, 0)])),
+                Ok(PartitionState::Ready { leader: 111 }),
+                "v{version}"
+            );
+            assert_eq!(decode(&metadata(3, &[])), Ok(PartitionState::Error(3)));
+            assert_eq!(
+                decode(&metadata(0, &[(0, 5)])),
+                Ok(PartitionState::Error(5))
+            );
+            assert_eq!(decode(&metadata(0, &[(1, 0)])), Ok(PartitionState::Missing));
+            let frame = metadata_frame(&metadata(0, &[(0, 0)]), version);
+            for cut in 4..frame.len() {
+                let mut short = frame[..cut].to_vec();
+                short[..4].copy_from_slice(&((cut - 4) as i32).to_be_bytes());
+                assert!(
+                    decode_metadata_response(&Bytes::from(short), version, "audit").is_err(),
+                    "v{version} cut at {cut}"
+                );
+            }
+            // The replica list of partition 0: count 1, node 111.
+            let mut lying = frame.to_vec();
+            let at = lying
+                .windows(8)
+                .position(|w| w == [0, 0, 0, 1, 0, 0, 0, 111])
+                .unwrap();
+            lying[at..at + 4].copy_from_slice(&i32::MAX.to_be_bytes());
+            let err = decode_metadata_response(&Bytes::from(lying), version, "audit").unwrap_err();
+            assert!(err.contains("truncated"), "{err}");
         }
     }
 
