@@ -466,6 +466,25 @@ mod tests {
     }
 
     #[test]
+    fn the_example_in_the_shipped_configuration_is_valid() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/interceptor.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let example: String = text
+            .lines()
+            .skip_while(|l| *l != "# [[audit.export.syslog]]")
+            .take_while(|l| l.starts_with("# "))
+            .map(|l| format!("{}\n", &l[2..]))
+            .collect();
+        assert!(example.contains("[[audit.export.kafka]]"), "{example}");
+        let value: toml::Value = toml::from_str(&example).unwrap();
+        let config: ExportConfig = value["audit"]["export"].clone().try_into().unwrap();
+        config.validate().unwrap();
+        assert_eq!((config.syslog.len(), config.kafka.len()), (1, 1));
+        assert_eq!(config.syslog[0].name(), "siem");
+        assert_eq!(config.kafka[0].acks, Acks::All);
+    }
+
+    #[test]
     fn bad_settings_are_refused() {
         for (text, needle) in [
             ("[[syslog]]\naddress = \"http://x:1\"", "expected udp://"),

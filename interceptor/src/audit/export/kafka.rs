@@ -101,13 +101,13 @@ pub(crate) async fn run(sink: Arc<Sink>, s: Settings) {
                 }
                 Ok(Err(e)) => {
                     sink.failed(e);
-                    if !backoff.wait(closing).await {
+                    if !backoff.wait(&sink).await {
                         return;
                     }
                 }
                 Err(_) => {
                     sink.failed(format!("connecting to {} timed out", c.broker));
-                    if !backoff.wait(closing).await {
+                    if !backoff.wait(&sink).await {
                         return;
                     }
                 }
@@ -122,7 +122,7 @@ pub(crate) async fn run(sink: Arc<Sink>, s: Settings) {
                 sink.failed(e);
                 sink.retried();
                 conn = None;
-                if !backoff.wait(closing).await {
+                if !backoff.wait(&sink).await {
                     return;
                 }
                 continue;
@@ -134,7 +134,7 @@ pub(crate) async fn run(sink: Arc<Sink>, s: Settings) {
                 ));
                 sink.retried();
                 conn = None;
-                if !backoff.wait(closing).await {
+                if !backoff.wait(&sink).await {
                     return;
                 }
                 continue;
@@ -155,21 +155,21 @@ pub(crate) async fn run(sink: Arc<Sink>, s: Settings) {
             }
             MESSAGE_TOO_LARGE | RECORD_LIST_TOO_LARGE => {
                 sink.lost_in_flight(LossReason::TooLarge, 1, line_bytes(&pending[..1]));
-                sink.failed(broker_error(c, &answer));
+                sink.rejected(broker_error(c, &answer));
                 pending.remove(0);
                 continue;
             }
             code if is_retriable(code) => {
-                sink.failed(broker_error(c, &answer));
+                sink.rejected(broker_error(c, &answer));
                 sink.retried();
             }
             _ => {
-                sink.failed(broker_error(c, &answer));
+                sink.rejected(broker_error(c, &answer));
                 sink.lost_in_flight(LossReason::Error, n, line_bytes(&pending[..n]));
                 pending.drain(..n);
             }
         }
-        if !backoff.wait(closing).await {
+        if !backoff.wait(&sink).await {
             return;
         }
     }

@@ -115,6 +115,9 @@ pub(crate) struct Sink {
     state: Mutex<State>,
     /// Wakes the worker: an event was offered, or shutdown began.
     wake: Notify,
+    /// Wakes a worker waiting out a backoff when shutdown begins, so it tries once more
+    /// right away instead of sleeping through the time it has to flush.
+    closed: Notify,
     /// Signalled when the worker has ended.
     exited: Condvar,
 }
@@ -151,6 +154,7 @@ impl Sink {
             limits,
             state: Mutex::new(State::default()),
             wake: Notify::new(),
+            closed: Notify::new(),
             exited: Condvar::new(),
         }
     }
@@ -264,13 +268,26 @@ impl Sink {
         st.retries = st.retries.saturating_add(1);
     }
 
-    /// Records a failure; logged when it differs from the previous one (a collector that
-    /// stays down is not logged at every retry).
+    /// Records a failure that cost the connection; logged when it differs from the previous
+    /// one (a collector that stays down is not logged at every retry).
     pub fn failed(&self, error: String) {
+        self.record_failure(error, true);
+    }
+
+    /// Records a refusal on a connection that stays up (a broker's error code).
+    pub fn rejected(&self, error: String) {
+        self.record_failure(error, false);
+    }
+
+    fn record_failure(&self, error: String, disconnected: bool) {
         let changed = {
             let mut st = self.lock();
-            let was_connected = std::mem::replace(&mut st.connected, false);
-            let changed = was_connected || st.last_error.as_deref() != Some(error.as_str());
+            let was_connected = st.connected;
+            if disconnected {
+                st.connected = false;
+            }
+            let changed =
+                (was_connected && disconnected) || st.last_error.as_deref() != Some(error.as_str());
             st.last_error = Some(error.clone());
             changed
         };
@@ -356,6 +373,7 @@ impl Sink {
             }
         }
         self.wake.notify_one();
+        self.closed.notify_one();
     }
 
     /// Waits (blocking this thread) until the worker has ended or `deadline` passes; whether
@@ -468,20 +486,27 @@ impl Backoff {
         self.next = Self::FIRST;
     }
 
-    /// Sleeps the next interval, cut short by `closing`; `false` when the deadline has
-    /// passed (the worker should stop).
-    pub async fn wait(&mut self, closing: Option<Instant>) -> bool {
-        let mut until = tokio::time::Instant::now() + self.next;
+    /// Sleeps the next interval, cut short when shutdown begins (one more try then) and by
+    /// its deadline; `false` when the deadline has passed (the worker should stop).
+    pub async fn wait(&mut self, sink: &Sink) -> bool {
+        let until = tokio::time::Instant::now() + self.next;
         self.next = (self.next * 2).min(Self::MAX);
-        if let Some(deadline) = closing {
-            let deadline = tokio::time::Instant::from_std(deadline);
-            if deadline <= tokio::time::Instant::now() {
-                return false;
+        match sink.closing() {
+            Some(deadline) => {
+                let deadline = tokio::time::Instant::from_std(deadline);
+                if deadline <= tokio::time::Instant::now() {
+                    return false;
+                }
+                tokio::time::sleep_until(until.min(deadline)).await;
             }
-            until = until.min(deadline);
+            None => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(until) => {}
+                    () = sink.closed.notified() => {}
+                }
+            }
         }
-        tokio::time::sleep_until(until).await;
-        closing.is_none_or(|d| Instant::now() < d)
+        sink.closing().is_none_or(|d| Instant::now() < d)
     }
 }
 

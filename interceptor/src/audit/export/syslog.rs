@@ -185,14 +185,14 @@ pub(crate) async fn run(sink: Arc<Sink>, s: Settings) {
                     }
                     Ok(Err(e)) => {
                         sink.failed(format!("cannot connect to {}: {e}", s.address));
-                        if !backoff.wait(closing).await {
+                        if !backoff.wait(&sink).await {
                             return;
                         }
                         continue;
                     }
                     Err(_) => {
                         sink.failed(format!("connecting to {} timed out", s.address));
-                        if !backoff.wait(closing).await {
+                        if !backoff.wait(&sink).await {
                             return;
                         }
                         continue;
@@ -229,7 +229,7 @@ pub(crate) async fn run(sink: Arc<Sink>, s: Settings) {
                     sink.failed(format!("sending to {}: {e}", s.address));
                     sink.retried();
                     conn = None;
-                    if !backoff.wait(sink.closing()).await {
+                    if !backoff.wait(&sink).await {
                         return;
                     }
                 }

@@ -333,3 +333,56 @@ fn no_exporters_cost_nothing() {
     assert!(exporters.stats().is_empty());
     assert!(exporters.shutdown(Duration::ZERO).is_empty());
 }
+
+#[test]
+fn the_daemon_configuration_embeds_audit_export() {
+    let text = "[[listener]]\nprotocol = \"kafka\"\naddress = \"127.0.0.1:9092\"\n\
+                sasl_mechanisms = []\nallow_anonymous = true\n\
+                [audit]\nqueue = 100\n\
+                [[audit.export.syslog]]\naddress = \"unix:///dev/log\"\n\
+                [[audit.export.kafka]]\nbroker = \"127.0.0.1:9092\"\ntopic = \"audit\"\n";
+    let path = std::path::Path::new("interceptor.toml");
+    let config = crate::config::Config::parse(path, text).unwrap();
+    assert_eq!(config.audit.export.syslog.len(), 1);
+    assert_eq!(config.audit.export.kafka[0].topic, "audit");
+    config.audit.export.validate().unwrap();
+    let without =
+        crate::config::Config::parse(path, &text[..text.find("[[audit").unwrap()]).unwrap();
+    assert!(without.audit.export.is_empty());
+    let err = crate::config::Config::parse(path, &format!("{text}bogus = 1\n")).unwrap_err();
+    assert!(err.to_string().contains("unknown field"), "{err}");
+}
+
+#[test]
+fn shutdown_wakes_a_worker_waiting_out_its_backoff_to_flush() {
+    use std::io::Read;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let rt = runtime();
+    let config: ExportConfig = toml::from_str(&format!(
+        "[[syslog]]\naddress = \"tcp://127.0.0.1:{port}\"\n"
+    ))
+    .unwrap();
+    let exporters = Exporters::start(&config, context(&rt)).unwrap();
+    for seq in 1..=5 {
+        let (l, meta) = line(seq, 0);
+        exporters.offer(&l, &meta);
+    }
+    // Failed attempts at 0, 0.1, 0.3, 0.7, 1.5 and 3.1 s: the worker now sleeps 3.2 s.
+    std::thread::sleep(Duration::from_millis(3300));
+    assert_eq!(exporters.stats()[0].sent, 0);
+    let collector = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let reader = std::thread::spawn(move || {
+        let (mut stream, _) = collector.accept().unwrap();
+        let mut all = String::new();
+        let _ = stream.read_to_string(&mut all);
+        all
+    });
+    let stats = exporters.shutdown(Duration::from_secs(1)).remove(0);
+    assert_eq!((stats.sent, stats.lost.total()), (5, 0), "{stats:?}");
+    drop(rt); // closes the connection
+    let received = reader.join().unwrap();
+    assert_eq!(received.matches("[interceptor@32473 seq=").count(), 5);
+}

@@ -29,7 +29,13 @@ use super::{
     tests::{context, line, runtime, wait_for},
     ExportConfig, Exporters, SinkStats,
 };
-use crate::kafka::{authz::response::encode_response, split_frame, RequestHeader};
+use crate::{
+    config::UpstreamMechanism,
+    kafka::{
+        authz::response::encode_response, sasl, sasl::secrets::UpstreamSecrets, split_frame,
+        RequestHeader,
+    },
+};
 
 const TOPIC: &str = "interceptor.audit";
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
@@ -57,6 +63,10 @@ struct Seen {
     metadata: usize,
     /// The first this many Metadata requests find no topic.
     topic_missing_for: usize,
+    /// SASL PLAIN required: (user, password, session lifetime in ms).
+    sasl: Option<(&'static str, &'static str, i64)>,
+    logins: usize,
+    refused_logins: usize,
 }
 
 struct FakeBroker {
@@ -86,6 +96,8 @@ impl FakeBroker {
 
 async fn serve(mut stream: TcpStream, script: Script, seen: Arc<Mutex<Seen>>) {
     let mut buf = BytesMut::new();
+    let sasl = seen.lock().unwrap().sasl;
+    let mut logged_in = sasl.is_none();
     loop {
         let frame = loop {
             if let Some(frame) = split_frame(&mut buf, 1 << 24).unwrap() {
@@ -101,7 +113,40 @@ async fn serve(mut stream: TcpStream, script: Script, seen: Arc<Mutex<Seen>>) {
             .client_ids
             .push(header.client_id_lossy().into_owned());
         let (id, version) = (header.correlation_id, header.api_version);
+        if !logged_in && ![17, 18, 36].contains(&header.api_key) {
+            // A broker that requires SASL closes a connection that skips it.
+            seen.lock()
+                .unwrap()
+                .client_ids
+                .push("UNAUTHENTICATED".into());
+            return;
+        }
         let reply = match header.api_key {
+            17 => {
+                let mechanism = sasl::messages::decode_handshake(&frame, &header).unwrap();
+                assert_eq!(mechanism, "PLAIN");
+                sasl::messages::handshake_response(id, version, 0, &["PLAIN"])
+            }
+            36 => {
+                let (user, password, lifetime) = sasl.unwrap();
+                let token = sasl::messages::decode_authenticate(&frame, &header).unwrap();
+                let plain = sasl::plain::parse(&token).unwrap();
+                if plain.username == user && plain.password == password {
+                    logged_in = true;
+                    seen.lock().unwrap().logins += 1;
+                    sasl::messages::authenticate_response(id, version, 0, None, b"", lifetime)
+                } else {
+                    seen.lock().unwrap().refused_logins += 1;
+                    sasl::messages::authenticate_response(
+                        id,
+                        version,
+                        58,
+                        Some("Authentication failed"),
+                        b"",
+                        0,
+                    )
+                }
+            }
             18 => {
                 let body = ApiVersionsResponse::default().with_api_keys(vec![
                     ApiVersion::default()
@@ -380,6 +425,54 @@ fn events_wait_until_the_topic_exists() {
             .is_some_and(|e| e.contains("UnknownTopicOrPartition (3)")),
         "the last failure stays visible: {stats:?}"
     );
+}
+
+#[test]
+fn the_interceptors_own_login_comes_first_and_is_renewed_before_it_expires() {
+    let rt = runtime();
+    let broker = FakeBroker::start(&rt, Arc::new(|_, _| Answer::Code(0)));
+    // Sessions of 300 ms: the sink reconnects at 90% of that.
+    broker.seen.lock().unwrap().sasl = Some(("interceptor", "broker-pw", 300));
+    let login = |password: &str| {
+        let mut ctx = context(&rt);
+        ctx.upstream_mechanism = UpstreamMechanism::Plain;
+        ctx.broker_credentials = Some(UpstreamSecrets {
+            username: "interceptor".into(),
+            password: password.into(),
+        });
+        ctx
+    };
+    let exporters = Exporters::start(&kafka_config(broker.addr, ""), login("broker-pw")).unwrap();
+    for round in 0..3 {
+        offer(&exporters, round * 10 + 1..=round * 10 + 10);
+        std::thread::sleep(Duration::from_millis(350));
+    }
+    wait_for(Duration::from_secs(10), "every event", || {
+        exporters.stats()[0].sent == 30
+    });
+    let stats = exporters.shutdown(Duration::from_secs(1)).remove(0);
+    assert_eq!(broker.stored(), (1..=30).collect::<Vec<_>>());
+    {
+        let seen = broker.seen.lock().unwrap();
+        assert!(!seen.client_ids.iter().any(|c| c == "UNAUTHENTICATED"));
+        assert!(seen.logins >= 3, "a new login per session: {}", seen.logins);
+        assert_eq!(seen.logins, seen.connections);
+    }
+    assert_eq!(stats.lost.total(), 0, "{stats:?}");
+
+    // Wrong credentials: nothing is produced, the refusal is visible, the events wait.
+    let exporters = Exporters::start(&kafka_config(broker.addr, ""), login("wrong")).unwrap();
+    offer(&exporters, 31..=35);
+    wait_for(Duration::from_secs(5), "the refusal", || {
+        exporters.stats()[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("refused SASL PLAIN"))
+    });
+    let stats = exporters.shutdown(Duration::from_millis(200)).remove(0);
+    assert_eq!((stats.sent, stats.lost.shutdown), (0, 5), "{stats:?}");
+    assert_eq!(broker.stored().len(), 30);
+    assert!(broker.seen.lock().unwrap().refused_logins >= 1);
 }
 
 #[test]
