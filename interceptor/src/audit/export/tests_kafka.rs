@@ -445,7 +445,7 @@ fn the_interceptors_own_login_comes_first_and_is_renewed_before_it_expires() {
     let exporters = Exporters::start(&kafka_config(broker.addr, ""), login("broker-pw")).unwrap();
     for round in 0..3 {
         offer(&exporters, round * 10 + 1..=round * 10 + 10);
-        std::thread::sleep(Duration::from_millis(350));
+        std::thread::sleep(Duration::from_millis(600));
     }
     wait_for(Duration::from_secs(10), "every event", || {
         exporters.stats()[0].sent == 30
