@@ -278,6 +278,9 @@ pub struct AuditConfig {
     /// A `records` event for every produce acknowledgement and fetch answer: partitions,
     /// offsets and a SHA-256 of the records. Off: decisions only.
     pub records: bool,
+    /// `[audit.export]`: copies of the sealed trail to syslog and Kafka (none by default).
+    #[serde(default)]
+    pub export: crate::audit::export::ExportConfig,
 }
 
 impl Default for AuditConfig {
@@ -291,6 +294,7 @@ impl Default for AuditConfig {
             fsync: true,
             chain_key_file: None,
             records: true,
+            export: Default::default(),
         }
     }
 }

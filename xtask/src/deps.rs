@@ -24,7 +24,8 @@ use anyhow::{bail, Context, Result};
 use crate::util::{self, cargo, peers_dir};
 
 /// Debian packages: the eBPF toolchain, network namespaces, kcat, librdkafka's build needs
-/// (for the load tool), haproxy for comparisons, PostgreSQL for the shared vault's tests.
+/// (for the load tool), haproxy for comparisons, PostgreSQL for the shared vault's tests,
+/// rsyslog for the audit export's tests.
 pub const DEBIAN_PACKAGES: &[&str] = &[
     "rustc-web",
     "libstd-rust-web-dev-bpf",
@@ -47,6 +48,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "haproxy",
     // The PostgreSQL token vault's tests start their own server.
     "postgresql-15",
+    // The audit export's syslog tests start their own rsyslogd.
+    "rsyslog",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -16,6 +16,7 @@
 pub mod chain;
 pub mod cli;
 mod event;
+pub mod export;
 mod file;
 mod memory;
 mod ocsf;

@@ -71,6 +71,19 @@ pub fn rewrite_api_versions_response(
     encode_frame(correlation_id, &response, version).map(Some)
 }
 
+/// Decodes an ApiVersions response frame (length prefix included) to a request of
+/// `request_version`, every array count checked against the bytes present first. A KIP-511
+/// refusal (UNSUPPORTED_VERSION) decodes from its v0 body. For the daemon's own producers.
+pub fn decode_api_versions_response(
+    frame: &Bytes,
+    request_version: i16,
+) -> Result<ApiVersionsResponse, HeaderError> {
+    let body_offset = response_body_offset(frame, API_VERSIONS_KEY, request_version)?;
+    let body = frame.slice(body_offset..);
+    let version = body_version(&body, request_version)?;
+    decode(&body, version)
+}
+
 /// Puts the interceptor's own entries in place of the broker's; whether anything changed.
 fn serve_locally(api_keys: &mut Vec<ApiVersion>, served: &[ServedApi]) -> bool {
     if served.is_empty() {

@@ -11,7 +11,7 @@ pub mod produce;
 pub mod records;
 pub mod sasl;
 pub mod transform;
-mod wire;
+pub(crate) mod wire;
 
 pub use frame::{split_frame, FrameError};
 pub use header::{HeaderError, RequestHeader};

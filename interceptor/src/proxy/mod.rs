@@ -7,7 +7,7 @@ mod masking;
 mod relay;
 mod session;
 pub mod tap;
-mod upstream;
+pub(crate) mod upstream;
 mod write;
 
 use std::sync::{
