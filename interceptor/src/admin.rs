@@ -53,6 +53,9 @@ pub struct Status {
     /// Counts since start (the full set is `GET /metrics`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics: Option<crate::metrics::Summary>,
+    /// Each audit exporter: sent, lost by reason, queued, connected, last error.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub export: Vec<crate::audit::export::SinkStats>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -75,6 +78,8 @@ pub struct StatusSource {
     pub detokenizer: Option<Arc<Detokenizer>>,
     /// The audit writer's counters (metrics, readiness).
     pub audit: Option<Arc<crate::audit::AuditStats>>,
+    /// The audit exporters (syslog, Kafka), once started.
+    pub exports: Option<Arc<std::sync::Mutex<Option<crate::audit::export::Exporters>>>>,
 }
 
 impl StatusSource {
@@ -96,7 +101,16 @@ impl StatusSource {
             .and_then(|d| d.vault.as_ref())
             .map(crate::vault::Vault::status);
         status.metrics = Some(crate::metrics::global().summary(self.audit.as_deref()));
+        status.export = self.export_stats();
         status
+    }
+
+    fn export_stats(&self) -> Vec<crate::audit::export::SinkStats> {
+        self.exports
+            .as_ref()
+            .and_then(|e| e.lock().ok().map(|slot| slot.as_ref().map(|x| x.stats())))
+            .flatten()
+            .unwrap_or_default()
     }
 
     fn metrics(&self) -> String {
@@ -104,6 +118,7 @@ impl StatusSource {
             crate::metrics::global(),
             &crate::metrics::Extra {
                 audit: self.audit.as_deref(),
+                export: self.export_stats(),
             },
         )
     }
@@ -446,10 +461,12 @@ mod tests {
                 },
                 vault: None,
                 metrics: None,
+                export: Vec::new(),
             },
             policy: PolicyHandle::fixed(PolicySet::empty()),
             detokenizer: None,
             audit: None,
+            exports: None,
         }
     }
 

@@ -517,6 +517,10 @@ impl Config {
                 "at least one [[listener]] is required".into(),
             ));
         }
+        self.audit
+            .export
+            .validate()
+            .map_err(|e| invalid("audit.export", e.to_string()))?;
         if let Some(http) = self.admin.http_address {
             // The daemon's own listener must never be a protected broker address: the kernel
             // would steer the broker's clients to it.

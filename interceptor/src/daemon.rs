@@ -18,7 +18,10 @@ use tokio::{
 
 use crate::{
     admin::{self, PolicyStatus, Status, StatusSource},
-    audit::{AuditEvent, AuditLog},
+    audit::{
+        export::{ExportContext, Exporters, LineMeta, Severity},
+        AuditEvent, AuditLog,
+    },
     config::{Config, UpstreamMechanism, VaultBackend, VaultSettings},
     detokenize::Detokenizer,
     ebpf::{self, ExemptRegistry, Steering},
@@ -118,7 +121,8 @@ pub async fn run(config: Config, mode: Mode) -> Result<()> {
         "policy loaded"
     );
     let vault = open_vault(&config.vault, &initial).await?;
-    let (audit, audit_writer) = start_audit(&config.audit)?;
+    let exports: SharedExporters = Arc::new(std::sync::Mutex::new(None));
+    let (audit, audit_writer) = start_audit(&config.audit, &exports)?;
     crate::recording::start(&config.recording).context("starting session recording")?;
     let rescan = (config.policy.rescan_secs > 0)
         .then(|| std::time::Duration::from_secs(config.policy.rescan_secs));
@@ -169,6 +173,24 @@ pub async fn run(config: Config, mode: Mode) -> Result<()> {
         }
     };
 
+    if !config.audit.export.is_empty() {
+        let started = Exporters::start(
+            &config.audit.export,
+            ExportContext {
+                runtime: tokio::runtime::Handle::current(),
+                exempt: exempt.clone(),
+                broker_credentials: broker_credentials.clone(),
+                upstream_mechanism: config.upstream_auth.mechanism,
+                hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_owned())
+                    .unwrap_or_else(|_| "-".into()),
+            },
+        )
+        .context("starting the audit exporters")?;
+        if let Ok(mut slot) = exports.lock() {
+            *slot = Some(started);
+        }
+    }
     let ctx = Arc::new(SessionContext {
         config: Arc::clone(&config),
         router,
@@ -209,6 +231,7 @@ pub async fn run(config: Config, mode: Mode) -> Result<()> {
             },
             vault: None,
             metrics: None,
+            export: Vec::new(),
         },
         policy: policy.clone(),
         detokenizer: Some(Arc::new(Detokenizer {
@@ -218,6 +241,7 @@ pub async fn run(config: Config, mode: Mode) -> Result<()> {
             audit: audit.clone(),
         })),
         audit: Some(audit.stats()),
+        exports: Some(Arc::clone(&exports)),
     });
     let admin_task = if config.admin.socket.as_os_str().is_empty() {
         None
@@ -298,6 +322,11 @@ pub async fn run(config: Config, mode: Mode) -> Result<()> {
     tokio::task::spawn_blocking(crate::recording::finish).await?;
     drop(audit);
     tokio::task::spawn_blocking(move || audit_writer.finish()).await?;
+    let exporters = exports.lock().ok().and_then(|mut slot| slot.take());
+    if let Some(exporters) = exporters {
+        // Whatever the collectors have not confirmed by then is counted lost and logged.
+        tokio::task::spawn_blocking(move || exporters.shutdown(EXPORT_FLUSH)).await?;
+    }
     Ok(())
 }
 
@@ -350,9 +379,59 @@ pub fn detach(config: &Config) -> Result<()> {
     Ok(())
 }
 
+/// The exporters, started once the kernel's EXEMPT registry exists (the Kafka sink's own
+/// connection must not be steered back to the daemon); the writer offers them every line.
+type SharedExporters = Arc<std::sync::Mutex<Option<Exporters>>>;
+
+/// How long the exporters get at shutdown to deliver what they hold.
+const EXPORT_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
+/// Lines kept for the exporters while they start (the daemon's first events).
+const EXPORT_EARLY_LINES: usize = 4096;
+
+/// Hands each durable line to the exporters; lines written before they exist are kept (a
+/// bounded number) and offered first.
+fn export_hook(exports: SharedExporters) -> crate::audit::AfterWrite {
+    let mut early: Vec<(bytes::Bytes, LineMeta)> = Vec::new();
+    let mut dropped_early = 0u64;
+    Box::new(move |seq, line, record| {
+        let meta = LineMeta {
+            seq,
+            time_ms: record.time_ms,
+            severity: match record.severity_id() {
+                0 | 1 => Severity::Info,
+                2 => Severity::Notice,
+                _ => Severity::Warning,
+            },
+            event: record.name(),
+        };
+        let line = bytes::Bytes::copy_from_slice(line);
+        let Ok(slot) = exports.lock() else {
+            return;
+        };
+        match slot.as_ref() {
+            Some(exporters) => {
+                for (early_line, early_meta) in early.drain(..) {
+                    exporters.offer(&early_line, &early_meta);
+                }
+                if dropped_early > 0 {
+                    tracing::warn!(
+                        "{dropped_early} audit line(s) written before the exporters started \
+                         were not exported (they are in the trail)"
+                    );
+                    dropped_early = 0;
+                }
+                exporters.offer(&line, &meta);
+            }
+            None if early.len() < EXPORT_EARLY_LINES => early.push((line, meta)),
+            None => dropped_early += 1,
+        }
+    })
+}
+
 /// Opens the audit directory (recovering the chain's head) and starts its writer.
 fn start_audit(
     config: &crate::config::AuditConfig,
+    exports: &SharedExporters,
 ) -> Result<(AuditLog, crate::audit::AuditWriter)> {
     use crate::audit::{chain::ChainHasher, ChainedFiles, FileSettings, QueueSettings};
     let hasher = match &config.chain_key_file {
@@ -372,7 +451,7 @@ fn start_audit(
             ChainHasher::keyed(key)
         }
     };
-    let files = ChainedFiles::open(FileSettings {
+    let mut files = ChainedFiles::open(FileSettings {
         dir: config.dir.clone(),
         hasher,
         rotate_bytes: config.rotate_bytes.max(1),
@@ -380,6 +459,9 @@ fn start_audit(
         fsync: config.fsync,
     })
     .with_context(|| format!("opening the audit directory {}", config.dir.display()))?;
+    if !config.export.is_empty() {
+        files.set_after_write(export_hook(Arc::clone(exports)));
+    }
     let head = files.head();
     tracing::info!(
         dir = %config.dir.display(),

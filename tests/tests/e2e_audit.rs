@@ -25,6 +25,8 @@ const BOOTSTRAP: &str = "127.0.0.1:9092";
 const IDP: &str = "127.0.0.1:9400";
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
 const TOPIC: &str = "orders";
+/// Where the daemon's Kafka exporter sends its copy of the trail (same broker).
+const AUDIT_TOPIC: &str = "interceptor.audit";
 
 struct Who {
     id: &'static str,
@@ -71,6 +73,14 @@ const POLICY: &str = r#"rules:
     resources:
       cluster: true
     operations: [idempotent-write]
+  - name: auditors
+    effect: allow
+    subjects:
+      groups: [readers]
+    resources:
+      topics: [interceptor.audit]
+      groups: ["itest-unused-*"]
+    operations: [consume, describe]
   - name: everyone-describes
     effect: allow
     subjects:
@@ -89,6 +99,10 @@ struct Stack {
 }
 
 fn stack(name: &str) -> Stack {
+    stack_with(name, "")
+}
+
+fn stack_with(name: &str, extra: &str) -> Stack {
     let ns = Netns::new("itest-audit").expect("netns");
     let work = WorkDir::new(name).expect("work dir");
     let broker: SocketAddr = BOOTSTRAP.parse().expect("address");
@@ -96,7 +110,7 @@ fn stack(name: &str) -> Stack {
         name: "interceptor".into(),
         password: "broker-side-secret".into(),
     };
-    let tansu = start_tansu_scram(&ns, broker, &work, &user, &[TOPIC])
+    let tansu = start_tansu_scram(&ns, broker, &work, &user, &[TOPIC, AUDIT_TOPIC])
         .unwrap_or_else(|e| panic!("tansu: {e:#}"));
     let clients: Vec<IdpClient> = [&WRITER, &READER, &INTRUDER]
         .iter()
@@ -111,7 +125,8 @@ fn stack(name: &str) -> Stack {
     let config = DaemonConfig::kafka(&[broker])
         .listener_settings("sasl_mechanisms = [\"OAUTHBEARER\"]\n")
         .policy_dir(&policies)
-        .extra(&oidc_and_scram_settings(&idp, &secrets));
+        .extra(&oidc_and_scram_settings(&idp, &secrets))
+        .extra(extra);
     let daemon = start_interceptor(&ns, &work, &config.body())
         .unwrap_or_else(|e| panic!("starting the daemon: {e:#}"));
     Stack {
@@ -208,7 +223,14 @@ fn the_trail_answers_who_wrote_and_read_a_topic_and_verifies() {
     if !require_kernel() {
         return;
     }
-    let s = stack("audit-query");
+    // The daemon also exports its trail to a topic of the same broker, through its own
+    // (exempted, SCRAM-authenticated) producer.
+    let s = stack_with(
+        "audit-query",
+        &format!(
+            "[[audit.export.kafka]]\nname = \"copy\"\nbroker = \"{BOOTSTRAP}\"\ntopic = \"{AUDIT_TOPIC}\"\nlinger_ms = 20\n"
+        ),
+    );
     let produced = s.client(
         Lib::Confluent,
         &WRITER,
@@ -334,6 +356,44 @@ fn the_trail_answers_who_wrote_and_read_a_topic_and_verifies() {
 
     let (code, report) = s.audit_cli(&["verify"]);
     assert_eq!(code, 0, "verify: {report}");
+
+    // The exported copy: every line the trail had a moment ago, byte for byte, in seq order.
+    let trail = s.daemon.audit_text();
+    let lines: Vec<&str> = trail.lines().collect();
+    let copy = s.client(
+        Lib::KafkaPython,
+        &READER,
+        "dump",
+        &[
+            "--topic",
+            AUDIT_TOPIC,
+            "--count",
+            &lines.len().to_string(),
+            "--timeout",
+            "40",
+        ],
+    );
+    let exported: Vec<String> = copy["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|r| r["value"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(
+        exported.len() >= lines.len(),
+        "{} exported, {} in the trail",
+        exported.len(),
+        lines.len()
+    );
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(
+            exported[i], *line,
+            "exported line {i} differs from the trail"
+        );
+    }
+    let status = s.daemon.status().expect("status");
+    assert_eq!(status["export"][0]["name"], "copy", "{status}");
+    assert_eq!(status["export"][0]["lost"]["full"], 0, "{status}");
 }
 
 /// `YYYY-MM-DD` in UTC.

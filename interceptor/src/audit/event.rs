@@ -28,6 +28,11 @@ impl AuditRecord {
         }
     }
 
+    /// OCSF severity: 1 informational ... 5 critical.
+    pub fn severity_id(&self) -> u8 {
+        super::ocsf::severity_id(&self.event, &self.policy_version)
+    }
+
     /// The event's type name (`decision`, `records`, ...).
     pub fn name(&self) -> &'static str {
         self.event.name()

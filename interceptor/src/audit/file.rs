@@ -42,7 +42,7 @@ pub struct ChainHead {
 }
 
 /// Called with every line once its group is durable (exporters).
-pub type AfterWrite = Box<dyn FnMut(&[u8], &AuditRecord) + Send>;
+pub type AfterWrite = Box<dyn FnMut(u64, &[u8], &AuditRecord) + Send>;
 
 pub struct ChainedFiles {
     settings: FileSettings,
@@ -215,8 +215,9 @@ impl AuditSink for ChainedFiles {
         self.head = head;
         if let Some(hook) = self.after_write.as_mut() {
             let mut start = 0;
-            for (record, &end) in records.iter().zip(&self.ends) {
-                hook(&buf[start..end], record);
+            let first_seq = head.seq + 1 - records.len() as u64;
+            for (i, (record, &end)) in records.iter().zip(&self.ends).enumerate() {
+                hook(first_seq + i as u64, &buf[start..end], record);
                 start = end;
             }
         }

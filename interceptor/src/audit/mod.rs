@@ -39,7 +39,7 @@ use tokio::sync::{watch, Notify};
 pub use event::{
     AuditEvent, AuditRecord, AuthOutcome, CloseReason, PartitionRecords, TransformCount,
 };
-pub use file::{ChainHead, ChainedFiles, FileSettings};
+pub use file::{AfterWrite, ChainHead, ChainedFiles, FileSettings};
 pub use memory::MemorySink;
 pub use ocsf::{instance_id, OCSF_VERSION};
 

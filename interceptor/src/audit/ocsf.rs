@@ -263,6 +263,11 @@ impl<'a> Envelope<'a> {
     }
 }
 
+/// The severity the line carries, without building the rest.
+pub(super) fn severity_id(event: &AuditEvent, version: &str) -> u8 {
+    parts(event, version).severity_id
+}
+
 fn parts<'a>(event: &'a AuditEvent, version: &'a str) -> Parts<'a> {
     use AuditEvent as E;
     match event {

@@ -321,7 +321,8 @@ fn the_after_write_hook_sees_every_line_once_durable() {
     let mut files = ChainedFiles::open(settings(dir.path())).unwrap();
     let seen = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&seen);
-    files.set_after_write(Box::new(move |line, record| {
+    files.set_after_write(Box::new(move |seq, line, record| {
+        assert!((1..=3).contains(&seq));
         assert!(line.ends_with(b"\"}\n"));
         assert_eq!(record.name(), "connection_open");
         counter.fetch_add(1, Ordering::SeqCst);

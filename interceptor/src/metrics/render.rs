@@ -11,6 +11,8 @@ use crate::{
 /// What the metrics module does not own but exports.
 pub struct Extra<'a> {
     pub audit: Option<&'a AuditStats>,
+    /// The audit exporters' counters.
+    pub export: Vec<crate::audit::export::SinkStats>,
 }
 
 /// A label value with `\`, `"` and newlines escaped.
@@ -347,6 +349,71 @@ pub fn render(m: &Metrics, extra: &Extra<'_>) -> String {
             seconds(a.group_micros_sum.load(Ordering::Relaxed))
         );
         let _ = writeln!(o, "interceptor_audit_fsync_seconds_count {cumulative}");
+    }
+    if !extra.export.is_empty() {
+        header(
+            o,
+            "interceptor_export_sent_total",
+            "counter",
+            "Audit events delivered, by sink.",
+        );
+        for sink in &extra.export {
+            let _ = writeln!(
+                o,
+                "interceptor_export_sent_total{{sink=\"{}\"}} {}",
+                escape(&sink.name),
+                sink.sent
+            );
+        }
+        header(
+            o,
+            "interceptor_export_lost_total",
+            "counter",
+            "Audit events a sink gave up on, by reason (counted, never silent).",
+        );
+        for sink in &extra.export {
+            let l = &sink.lost;
+            for (reason, v) in [
+                ("full", l.full),
+                ("too_large", l.too_large),
+                ("error", l.error),
+                ("shutdown", l.shutdown),
+            ] {
+                let _ = writeln!(
+                    o,
+                    "interceptor_export_lost_total{{sink=\"{}\",reason=\"{reason}\"}} {v}",
+                    escape(&sink.name)
+                );
+            }
+        }
+        header(
+            o,
+            "interceptor_export_queued",
+            "gauge",
+            "Audit events buffered or in flight, by sink.",
+        );
+        for sink in &extra.export {
+            let _ = writeln!(
+                o,
+                "interceptor_export_queued{{sink=\"{}\"}} {}",
+                escape(&sink.name),
+                sink.queued
+            );
+        }
+        header(
+            o,
+            "interceptor_export_connected",
+            "gauge",
+            "1 while the sink is connected.",
+        );
+        for sink in &extra.export {
+            let _ = writeln!(
+                o,
+                "interceptor_export_connected{{sink=\"{}\"}} {}",
+                escape(&sink.name),
+                u8::from(sink.connected)
+            );
+        }
     }
     out
 }

@@ -24,13 +24,25 @@ fn value(samples: &[(String, f64)], name: &str) -> f64 {
 
 #[test]
 fn requests_and_their_latency_are_rendered_as_counters_and_cumulative_histograms() {
-    let before = parse(&render(global(), &Extra { audit: None }));
+    let before = parse(&render(
+        global(),
+        &Extra {
+            audit: None,
+            export: Vec::new(),
+        },
+    ));
     let session = SessionMetrics::new();
     for _ in 0..3 {
         session.request(0, Handling::Denied);
         session.response(0, Handling::Denied, Instant::now(), 10);
     }
-    let after = parse(&render(global(), &Extra { audit: None }));
+    let after = parse(&render(
+        global(),
+        &Extra {
+            audit: None,
+            export: Vec::new(),
+        },
+    ));
     let name = "interceptor_requests_total{api=\"Produce\",decision=\"deny\"}";
     assert_eq!(value(&after, name) - value(&before, name), 3.0);
     let count = "interceptor_request_duration_seconds_count{api=\"Produce\",decision=\"deny\"}";
@@ -51,7 +63,13 @@ fn requests_and_their_latency_are_rendered_as_counters_and_cumulative_histograms
     // A key beyond the slots is "other", never a panic.
     session.request(i16::MAX, Handling::Allowed);
     session.request(-1, Handling::Allowed);
-    let text = render(global(), &Extra { audit: None });
+    let text = render(
+        global(),
+        &Extra {
+            audit: None,
+            export: Vec::new(),
+        },
+    );
     assert!(text.contains("api=\"other\""));
 }
 
@@ -75,7 +93,13 @@ fn events_are_counted_by_their_labels() {
     assert_eq!(m.connections_refused.load(Ordering::Relaxed), before + 1);
     assert!(m.kernel_events.get("dropped_no_listener") >= 1);
     assert_eq!(m.decisions.get("deny"), deny_before);
-    let text = render(m, &Extra { audit: None });
+    let text = render(
+        m,
+        &Extra {
+            audit: None,
+            export: Vec::new(),
+        },
+    );
     assert!(text.contains("interceptor_kernel_events_total{kind=\"dropped_no_listener\"}"));
 }
 
@@ -90,6 +114,7 @@ fn audit_stats_render_with_an_fsync_histogram_and_labels_are_escaped() {
         global(),
         &Extra {
             audit: Some(&stats),
+            export: Vec::new(),
         },
     );
     let samples = parse(&text);
