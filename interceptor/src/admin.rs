@@ -162,24 +162,7 @@ pub async fn serve_http(
             path: PathBuf::from(address.to_string()),
             source,
         })?;
-    Ok(tokio::spawn(async move {
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    let source = Arc::clone(&source);
-                    tokio::spawn(async move {
-                        if let Err(e) = answer(stream, &source, true).await {
-                            tracing::debug!("metrics request: {e}");
-                        }
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!("metrics listener accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    }))
+    Ok(tokio::spawn(accept_loop(Listener::Tcp(listener), source)))
 }
 
 /// Binds the socket (replacing a stale one) and serves it until the task is aborted.
@@ -201,24 +184,44 @@ pub fn serve(
     }
     let listener = UnixListener::bind(path).map_err(io)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
-    Ok(tokio::spawn(async move {
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    let source = Arc::clone(&source);
-                    tokio::spawn(async move {
-                        if let Err(e) = answer(stream, &source, false).await {
-                            tracing::debug!("admin request: {e}");
-                        }
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!("admin socket accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
+    Ok(tokio::spawn(accept_loop(Listener::Unix(listener), source)))
+}
+
+/// The admin socket (everything) or the TCP listener (metrics and health only).
+enum Listener {
+    Unix(UnixListener),
+    Tcp(tokio::net::TcpListener),
+}
+
+async fn accept_loop(listener: Listener, source: Arc<StatusSource>) {
+    loop {
+        let accepted = match &listener {
+            Listener::Unix(l) => l
+                .accept()
+                .await
+                .map(|(s, _)| spawn_answer(s, &source, false)),
+            Listener::Tcp(l) => l
+                .accept()
+                .await
+                .map(|(s, _)| spawn_answer(s, &source, true)),
+        };
+        if let Err(e) = accepted {
+            tracing::warn!("admin listener accept: {e}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    }))
+    }
+}
+
+fn spawn_answer<S>(stream: S, source: &Arc<StatusSource>, read_only: bool)
+where
+    S: AsyncReadExt + AsyncWriteExt + Unpin + Send + 'static,
+{
+    let source = Arc::clone(source);
+    tokio::spawn(async move {
+        if let Err(e) = answer(stream, &source, read_only).await {
+            tracing::debug!("admin request: {e}");
+        }
+    });
 }
 
 /// Largest request head read; anything longer is not a request of ours.
