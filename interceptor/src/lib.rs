@@ -24,6 +24,7 @@ pub mod identity;
 pub mod kafka;
 pub mod mask;
 pub mod metrics;
+pub mod mqtt;
 pub mod policy;
 pub mod proxy;
 pub mod recording;
