@@ -84,6 +84,9 @@ pub struct Config {
     /// Session recordings (`interceptor replay`).
     #[serde(default)]
     pub recording: RecordingConfig,
+    /// MQTT listeners: limits, the username rule, the interceptor's own broker login.
+    #[serde(default)]
+    pub mqtt: MqttConfig,
     /// Protected broker listeners. At least one.
     #[serde(rename = "listener")]
     pub listeners: Vec<Listener>,
@@ -453,10 +456,81 @@ impl Default for UpstreamAuthConfig {
     }
 }
 
+/// What the CONNECT username must be, next to a token in the password.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum UsernameRule {
+    /// Anything (or nothing): the token alone says who the client is.
+    #[default]
+    Any,
+    /// The principal the token maps to (the issuer's `principal_claim`).
+    Principal,
+    /// The token's `sub`.
+    Subject,
+    /// The token's `client_id` (else `azp`).
+    ClientId,
+}
+
+/// What a v3.1.1 client gets for a QoS 1 or 2 PUBLISH the policy refuses: 3.1.1 has no
+/// negative acknowledgement.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum V3DeniedPublish {
+    /// Close the connection (the spec's other choice; the client sees the refusal).
+    #[default]
+    Disconnect,
+    /// Acknowledge and drop, as mosquitto does (the client never learns).
+    Acknowledge,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// TOML with `username` and `password`: the interceptor's own login at the MQTT broker
+    /// (root-owned, mode 0600). Unset: the interceptor connects without credentials.
+    pub upstream_secrets_file: Option<PathBuf>,
+    /// What the CONNECT username must match when the password carries a token.
+    pub username: UsernameRule,
+    /// Largest packet either side may send through the interceptor (fixed header included).
+    pub max_packet_bytes: usize,
+    /// Longest topic name or filter, in bytes.
+    pub max_topic_bytes: usize,
+    /// Topic aliases a client may set up (MQTT 5); the interceptor resolves them, so each
+    /// one costs memory here.
+    pub max_topic_aliases: u16,
+    /// How long a client has to send its CONNECT, and the broker its CONNACK.
+    pub connect_timeout_ms: u64,
+    pub v3_denied_publish: V3DeniedPublish,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            upstream_secrets_file: None,
+            username: UsernameRule::Any,
+            max_packet_bytes: 1024 * 1024,
+            max_topic_bytes: 1024,
+            max_topic_aliases: 64,
+            connect_timeout_ms: 10_000,
+            v3_denied_publish: V3DeniedPublish::Disconnect,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Kafka,
+    Mqtt,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Kafka => "kafka",
+            Protocol::Mqtt => "mqtt",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -584,6 +658,12 @@ impl Config {
                 self.masking.max_rewritten_bytes,
             ),
             ("vault.cache_entries", self.vault.cache_entries),
+            ("mqtt.max_packet_bytes", self.mqtt.max_packet_bytes),
+            ("mqtt.max_topic_bytes", self.mqtt.max_topic_bytes),
+            (
+                "mqtt.connect_timeout_ms",
+                usize::try_from(self.mqtt.connect_timeout_ms).unwrap_or(usize::MAX),
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -598,6 +678,19 @@ impl Config {
             return Err(invalid(
                 "limits.max_frame_bytes",
                 format!("must be at most {}", i32::MAX),
+            ));
+        }
+        // The remaining-length field holds at most 268,435,455; topics carry a u16 length.
+        if self.mqtt.max_packet_bytes > 268_435_460 {
+            return Err(invalid(
+                "mqtt.max_packet_bytes",
+                "must be at most 268435460 (MQTT's largest packet)".into(),
+            ));
+        }
+        if self.mqtt.max_topic_bytes > 65_535 {
+            return Err(invalid(
+                "mqtt.max_topic_bytes",
+                "must be at most 65535".into(),
             ));
         }
         if self.vault.timeout_ms == 0 {
@@ -635,6 +728,14 @@ impl Config {
                             "unknown mechanism {m:?} (known: {})",
                             SASL_MECHANISMS.join(", ")
                         ),
+                    ));
+                }
+                // MQTT carries a password, not a SASL exchange: a token (OAUTHBEARER) or a
+                // configured user's password (PLAIN).
+                if l.protocol == Protocol::Mqtt && m.starts_with("SCRAM") {
+                    return Err(invalid(
+                        key,
+                        format!("{m} is not available on an MQTT listener (OAUTHBEARER: the password is a token; PLAIN: a configured user's password)"),
                     ));
                 }
                 if l.sasl_mechanisms[..j].contains(m) {

@@ -92,6 +92,23 @@ pub async fn run(config: Config, mode: Mode) -> Result<()> {
                 .context("loading the interceptor's broker credentials")?,
         ),
     };
+    let mqtt_credentials = match &config.mqtt.upstream_secrets_file {
+        None => None,
+        Some(path) => Some(
+            secrets::load(path).context("loading the interceptor's MQTT broker credentials")?,
+        ),
+    };
+    if mqtt_credentials.is_none()
+        && config
+            .listeners
+            .iter()
+            .any(|l| l.protocol == crate::config::Protocol::Mqtt)
+    {
+        tracing::warn!(
+            "[mqtt] upstream_secrets_file is not set: the interceptor connects to MQTT brokers \
+             without credentials, so the broker cannot tell it from any other client"
+        );
+    }
     let authenticator =
         Arc::new(proxy::Authenticator::new(&config.identity).context("identity configuration")?);
     authenticator.start();
@@ -199,6 +216,7 @@ pub async fn run(config: Config, mode: Mode) -> Result<()> {
         audit: audit.clone(),
         authenticator,
         broker_credentials,
+        mqtt_credentials,
         policy: policy.clone(),
         topic_ids: Arc::new(TopicIds::new(config.policy.max_topic_ids)),
         masking: Arc::new(proxy::Masking::new(

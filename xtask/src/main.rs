@@ -9,6 +9,7 @@
 //! - `bench`  direct vs interceptor throughput and latency, appended to BENCHMARKS.md
 
 mod bench;
+mod bench_mqtt;
 mod build;
 mod demo;
 mod deps;

@@ -335,6 +335,9 @@ pub enum CloseReason {
     UpstreamUnreachable,
     /// No protected listener matches the destination the client connected to.
     NotProtected,
+    /// The client speaks another protocol than the listener's (an MQTT CONNECT on a Kafka
+    /// listener, a Kafka request or TLS on an MQTT one).
+    ProtocolMismatch,
     FilterClosed,
     DaemonShutdown,
     /// SASL failed (bad token, bad credentials, disallowed mechanism, broken exchange).

@@ -38,10 +38,17 @@ pub enum Operation {
     Transactions,
     /// Broker-to-broker and controller requests. No client needs it.
     ClusterAction,
+    /// MQTT: send a PUBLISH (or a will message) to a topic.
+    Publish,
+    /// MQTT: receive messages on a topic, through a SUBSCRIBE filter and each delivery.
+    Subscribe,
+    /// MQTT: publish with the RETAIN flag (a message kept for future subscribers), on top of
+    /// `publish`.
+    Retain,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 13] = [
+    pub const ALL: [Operation; 16] = [
         Operation::Produce,
         Operation::Consume,
         Operation::Describe,
@@ -55,6 +62,9 @@ impl Operation {
         Operation::IdempotentWrite,
         Operation::Transactions,
         Operation::ClusterAction,
+        Operation::Publish,
+        Operation::Subscribe,
+        Operation::Retain,
     ];
 
     /// The name used in policy files and audit events.
@@ -73,6 +83,9 @@ impl Operation {
             Operation::IdempotentWrite => "idempotent-write",
             Operation::Transactions => "transactions",
             Operation::ClusterAction => "cluster-action",
+            Operation::Publish => "publish",
+            Operation::Subscribe => "subscribe",
+            Operation::Retain => "retain",
         }
     }
 
@@ -89,6 +102,7 @@ impl Operation {
             Operation::Commit => &[Group],
             Operation::IdempotentWrite | Operation::ClusterAction => &[Cluster],
             Operation::Transactions => &[TransactionalId],
+            Operation::Publish | Operation::Subscribe | Operation::Retain => &[MqttTopic],
         }
     }
 }
@@ -122,6 +136,8 @@ pub enum ResourceKind {
     TransactionalId,
     /// The cluster as a whole (one per broker node's cluster); its name is [`CLUSTER_NAME`].
     Cluster,
+    /// An MQTT topic name (rules name MQTT topic filters).
+    MqttTopic,
 }
 
 impl ResourceKind {
@@ -131,6 +147,7 @@ impl ResourceKind {
             ResourceKind::Group => "group",
             ResourceKind::TransactionalId => "transactional-id",
             ResourceKind::Cluster => "cluster",
+            ResourceKind::MqttTopic => "mqtt-topic",
         }
     }
 }
@@ -169,6 +186,13 @@ impl<'a> Resource<'a> {
     pub fn transactional_id(name: &'a str) -> Self {
         Self {
             kind: ResourceKind::TransactionalId,
+            name,
+        }
+    }
+
+    pub fn mqtt_topic(name: &'a str) -> Self {
+        Self {
+            kind: ResourceKind::MqttTopic,
             name,
         }
     }

@@ -39,6 +39,8 @@ pub struct MaskingRule {
     pub stage: MaskStage,
     pub(super) column: usize,
     pub(super) topics: Vec<Glob>,
+    /// MQTT topic filters whose payloads the rule masks.
+    pub(super) mqtt_topics: Vec<crate::mqtt::topic::TopicFilter>,
     /// Fetch rules: the consumers whose fetches are masked. None for produce rules.
     pub(super) subjects: Option<Subjects>,
     /// Produce rules that tokenize: who gets the original values back.
@@ -55,6 +57,11 @@ impl MaskingRule {
 
     pub fn topics(&self) -> &[Glob] {
         &self.topics
+    }
+
+    /// Whether the rule masks MQTT payloads published to `topic`.
+    pub fn applies_to_mqtt(&self, topic: &str) -> bool {
+        self.mqtt_topics.iter().any(|f| f.matches(topic))
     }
 
     /// Some field or detector of the rule has `action: tokenize`.

@@ -10,11 +10,10 @@ use crate::mask::{
 };
 
 use super::{
-    glob::NameKind,
     masking::{MaskStage, MaskingRule},
     model::RuleRef,
     schema::{
-        boolean, checked_name, edit_distance, fields, globs, list, places, rule_name, string,
+        boolean, checked_name, edit_distance, fields, list, places, rule_name, string,
         subjects_named, Ctx, Fields,
     },
     yaml::{Mark, Node, Value},
@@ -34,6 +33,7 @@ const RULE_FIELDS: &[&str] = &[
     "name",
     "description",
     "topics",
+    "mqtt_topics",
     "on",
     "subjects",
     "payload",
@@ -82,9 +82,7 @@ pub(super) fn masking_rule(ctx: &mut Ctx<'_>, node: &Node) -> Option<MaskingRule
     if let Some(d) = f.get("description") {
         string(ctx, d, "description");
     }
-    let topics = f
-        .require(ctx, "topics", "masking rule")
-        .and_then(|n| globs(ctx, n, "topics", NameKind::Topic));
+    let (topics, mqtt_topics) = super::schema::topic_lists(ctx, &f, "masking rule");
     let stage = match f.get("on") {
         None => Some(MaskStage::Produce),
         Some(n) => string(ctx, n, "on").and_then(|t| match t {
@@ -241,6 +239,7 @@ pub(super) fn masking_rule(ctx: &mut Ctx<'_>, node: &Node) -> Option<MaskingRule
     else {
         return None;
     };
+    let mqtt_topics = mqtt_topics?;
     let (Some(fields), Some(detectors), Some(tokenizes), true) =
         (field_specs, detector_specs, tokenizes, ok)
     else {
@@ -275,6 +274,7 @@ pub(super) fn masking_rule(ctx: &mut Ctx<'_>, node: &Node) -> Option<MaskingRule
         stage,
         column: node.mark.column,
         topics,
+        mqtt_topics,
         subjects,
         reveal,
         tokenizes,

@@ -5,6 +5,7 @@ use std::{fmt, net::IpAddr, sync::Arc};
 use ipnet::IpNet;
 
 use super::{content::ContentRule, glob::Glob, Operation, Resource, ResourceKind, Subject};
+use crate::mqtt::topic::TopicFilter;
 
 /// The principal of sessions that never authenticated. Such sessions have no groups, and
 /// `principals: ["*"]` does not match them: a rule must name `ANONYMOUS` to grant them anything.
@@ -114,12 +115,15 @@ pub(crate) struct Resources {
     pub groups: Vec<Glob>,
     pub transactional_ids: Vec<Glob>,
     pub cluster: bool,
+    /// MQTT topic filters.
+    pub mqtt_topics: Vec<TopicFilter>,
 }
 
 impl Resources {
     pub fn has_kind(&self, kind: ResourceKind) -> bool {
         match kind {
             ResourceKind::Cluster => self.cluster,
+            ResourceKind::MqttTopic => !self.mqtt_topics.is_empty(),
             _ => !self.globs(kind).is_empty(),
         }
     }
@@ -129,7 +133,7 @@ impl Resources {
             ResourceKind::Topic => &self.topics,
             ResourceKind::Group => &self.groups,
             ResourceKind::TransactionalId => &self.transactional_ids,
-            ResourceKind::Cluster => &[],
+            ResourceKind::Cluster | ResourceKind::MqttTopic => &[],
         }
     }
 
@@ -137,12 +141,17 @@ impl Resources {
         match r.kind {
             // There is one cluster; its name carries no information.
             ResourceKind::Cluster => self.cluster,
+            ResourceKind::MqttTopic => self.mqtt_topics.iter().any(|f| f.matches(r.name)),
             kind => self.globs(kind).iter().any(|g| g.matches(r.name)),
         }
     }
 
     pub fn covers(&self, other: &Resources) -> bool {
         (!other.cluster || self.cluster)
+            && other
+                .mqtt_topics
+                .iter()
+                .all(|t| self.mqtt_topics.iter().any(|m| m.covers(t)))
             && [
                 ResourceKind::Topic,
                 ResourceKind::Group,
@@ -235,7 +244,7 @@ impl AccessRule {
             .as_ref()
             .map(|n| sorted(n.iter().map(|n| n.to_string())));
         format!(
-            "{:?}\0{}\0{}\0{}\0{:?}\0{:?}\0{}\0{}\0{}\0{}",
+            "{:?}\0{}\0{}\0{}\0{:?}\0{:?}\0{}\0{}\0{}\0{}\0{}",
             self.operations,
             s.any_principal,
             sorted(s.principals.iter().cloned()),
@@ -246,6 +255,7 @@ impl AccessRule {
             globs(&r.topics),
             globs(&r.groups),
             globs(&r.transactional_ids),
+            sorted(r.mqtt_topics.iter().map(|f| f.as_str().to_owned())),
         )
     }
 }
@@ -256,6 +266,7 @@ pub(crate) struct BlockRule {
     pub at: RuleRef,
     pub column: usize,
     pub topics: Vec<Glob>,
+    pub mqtt_topics: Vec<TopicFilter>,
     pub immutable: bool,
     pub max_record_bytes: Option<u64>,
     pub max_batch_bytes: Option<u64>,
@@ -265,5 +276,9 @@ pub(crate) struct BlockRule {
 impl BlockRule {
     pub fn applies_to(&self, topic: &str) -> bool {
         self.topics.iter().any(|g| g.matches(topic))
+    }
+
+    pub fn applies_to_mqtt(&self, topic: &str) -> bool {
+        self.mqtt_topics.iter().any(|f| f.matches(topic))
     }
 }

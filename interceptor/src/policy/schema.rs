@@ -34,11 +34,18 @@ const RULE_FIELDS: &[&str] = &[
     "operations",
 ];
 const SUBJECT_FIELDS: &[&str] = &["principals", "groups", "client_ids", "networks"];
-const RESOURCE_FIELDS: &[&str] = &["topics", "groups", "transactional_ids", "cluster"];
+const RESOURCE_FIELDS: &[&str] = &[
+    "topics",
+    "groups",
+    "transactional_ids",
+    "cluster",
+    "mqtt_topics",
+];
 const BLOCK_FIELDS: &[&str] = &[
     "name",
     "description",
     "topics",
+    "mqtt_topics",
     "immutable",
     "max_record_bytes",
     "max_batch_bytes",
@@ -412,6 +419,19 @@ fn resources(ctx: &mut Ctx<'_>, node: &Node) -> Option<(Resources, Vec<(Resource
         ResourceKind::TransactionalId,
         NameKind::Free,
     );
+    let mqtt_topics = match f.get_entry("mqtt_topics") {
+        None => Vec::new(),
+        Some((key, n)) => match mqtt_filters(ctx, n, "mqtt_topics") {
+            Some(filters) => {
+                kinds.push((ResourceKind::MqttTopic, key.mark));
+                filters
+            }
+            None => {
+                ok = false;
+                Vec::new()
+            }
+        },
+    };
     let mut cluster = false;
     if let Some((key, n)) = f.get_entry("cluster") {
         match boolean(ctx, n, "cluster") {
@@ -427,7 +447,8 @@ fn resources(ctx: &mut Ctx<'_>, node: &Node) -> Option<(Resources, Vec<(Resource
     if ok && kinds.is_empty() {
         ctx.error(
             f.mark,
-            "`resources` names nothing (topics, groups, transactional_ids or cluster: true)",
+            "`resources` names nothing (topics, groups, transactional_ids, mqtt_topics or \
+             cluster: true)",
         );
         return None;
     }
@@ -437,6 +458,7 @@ fn resources(ctx: &mut Ctx<'_>, node: &Node) -> Option<(Resources, Vec<(Resource
             groups,
             transactional_ids,
             cluster,
+            mqtt_topics,
         },
         kinds,
     ))
@@ -513,9 +535,7 @@ fn block_rule(ctx: &mut Ctx<'_>, node: &Node) -> Option<BlockRule> {
     if let Some(d) = f.get("description") {
         string(ctx, d, "description");
     }
-    let topics = f
-        .require(ctx, "topics", "blocking rule")
-        .and_then(|n| globs(ctx, n, "topics", NameKind::Topic));
+    let (topics, mqtt_topics) = topic_lists(ctx, &f, "blocking rule");
     let mut ok = true;
     let immutable = match f.get("immutable").map(|n| boolean(ctx, n, "immutable")) {
         None => false,
@@ -569,6 +589,14 @@ fn block_rule(ctx: &mut Ctx<'_>, node: &Node) -> Option<BlockRule> {
         );
         return None;
     }
+    if ok && immutable && topics.as_ref().is_some_and(Vec::is_empty) {
+        ctx.error(
+            f.mark,
+            "`immutable` is about Kafka topics (deletion, configuration): this rule names only \
+             mqtt_topics",
+        );
+        return None;
+    }
     if !ok {
         return None;
     }
@@ -576,6 +604,7 @@ fn block_rule(ctx: &mut Ctx<'_>, node: &Node) -> Option<BlockRule> {
         at: at?,
         column: node.mark.column,
         topics: topics?,
+        mqtt_topics: mqtt_topics?,
         immutable,
         max_record_bytes,
         max_batch_bytes,
@@ -875,6 +904,56 @@ pub(super) fn strings<'n>(
         }
     }
     ok.then_some(out)
+}
+
+/// A list of MQTT topic filters, each checked (wildcards placed right, no NUL).
+pub(super) fn mqtt_filters(
+    ctx: &mut Ctx<'_>,
+    node: &Node,
+    field: &str,
+) -> Option<Vec<crate::mqtt::topic::TopicFilter>> {
+    let items = strings(ctx, node, field)?;
+    let mut out = Vec::with_capacity(items.len());
+    let mut ok = true;
+    for (mark, text) in items {
+        match crate::mqtt::topic::TopicFilter::parse(text) {
+            Ok(filter) => out.push(filter),
+            Err(e) => {
+                ctx.error(mark, format!("`{text}` is not an MQTT topic filter: {e}"));
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
+}
+
+/// `topics` (Kafka globs) and `mqtt_topics` (MQTT filters) of a blocking or masking rule: at
+/// least one of the two. Each `None` when its list has an error (or both are missing).
+pub(super) fn topic_lists(
+    ctx: &mut Ctx<'_>,
+    f: &Fields<'_>,
+    what: &str,
+) -> (
+    Option<Vec<Glob>>,
+    Option<Vec<crate::mqtt::topic::TopicFilter>>,
+) {
+    let (kafka, mqtt) = (f.get("topics"), f.get("mqtt_topics"));
+    if kafka.is_none() && mqtt.is_none() {
+        ctx.error(
+            f.mark,
+            format!("a {what} needs `topics` (Kafka) or `mqtt_topics` (MQTT), or both"),
+        );
+        return (None, None);
+    }
+    let topics = match kafka {
+        None => Some(Vec::new()),
+        Some(n) => globs(ctx, n, "topics", NameKind::Topic),
+    };
+    let mqtt_topics = match mqtt {
+        None => Some(Vec::new()),
+        Some(n) => mqtt_filters(ctx, n, "mqtt_topics"),
+    };
+    (topics, mqtt_topics)
 }
 
 pub(super) fn globs(

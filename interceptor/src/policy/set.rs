@@ -11,6 +11,8 @@ use std::{
 
 use sha2::{Digest, Sha256};
 
+use crate::mqtt::topic::TopicFilter;
+
 use super::{
     content::ContentRule,
     lint,
@@ -30,7 +32,7 @@ pub const MAX_MASKING_RULES: usize = 1_000;
 /// Most policy files in one directory.
 pub const MAX_FILES: usize = 1_000;
 
-const KINDS: usize = 4;
+const KINDS: usize = 5;
 
 /// The answer for one operation on one resource, and the rule that gave it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +68,21 @@ impl TopicLimits {
     pub fn is_empty(&self) -> bool {
         self.max_record_bytes.is_none() && self.max_batch_bytes.is_none() && self.content.is_empty()
     }
+}
+
+/// The answer for one MQTT subscription filter, from what it could receive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscribeDecision {
+    /// One allow rule covers every topic the filter matches, and no deny rule reaches any.
+    Granted { rule: RuleRef },
+    /// Allow rules reach some of the filter's topics but not all, or a deny rule reaches
+    /// some: granted, and each delivery is checked (those not allowed are dropped).
+    Narrowed {
+        allow: RuleRef,
+        denied_by: Option<RuleRef>,
+    },
+    /// No allow rule reaches any topic the filter matches, or a deny rule covers it.
+    Denied(Decision),
 }
 
 /// Why a request gets the answer it gets: for `interceptor policy explain`.
@@ -366,6 +383,108 @@ impl PolicySet {
             }
         }
         out
+    }
+
+    /// The produce rules covering MQTT `topic`, in file order: what a PUBLISH to it (or a will
+    /// message) goes through before the broker.
+    pub fn publish_masking(&self, topic: &str) -> Vec<Arc<MaskingRule>> {
+        self.produce_masks
+            .iter()
+            .filter(|r| r.applies_to_mqtt(topic))
+            .cloned()
+            .collect()
+    }
+
+    /// What a delivery of MQTT `topic` to `subject` needs: reveals, then fetch rules (as
+    /// [`fetch_masking`](Self::fetch_masking) for Kafka).
+    pub fn delivery_masking(&self, topic: &str, subject: &Subject<'_>) -> FetchMasking {
+        let mut out = FetchMasking::default();
+        if !self.masks_anything() {
+            return out;
+        }
+        for r in &self.revealing_masks {
+            if r.applies_to_mqtt(topic) && r.reveals_to(subject) {
+                out.reveal.push(r.clone());
+            }
+        }
+        for r in &self.fetch_masks {
+            if r.applies_to_mqtt(topic) && r.masks_fetch_of(subject) {
+                out.mask.push(r.clone());
+            }
+        }
+        out
+    }
+
+    /// The blocking rules with `mqtt_topics` matching `topic`, merged: `max_record_bytes`
+    /// limits a payload, content rules (`in: value`) read it.
+    pub fn mqtt_limits(&self, topic: &str) -> TopicLimits {
+        let mut out = TopicLimits::default();
+        for block in self.blocks.iter().filter(|b| b.applies_to_mqtt(topic)) {
+            merge_min(&mut out.max_record_bytes, block.max_record_bytes, &block.at);
+            merge_min(&mut out.max_batch_bytes, block.max_batch_bytes, &block.at);
+            out.content.extend(block.content.iter().cloned());
+        }
+        out
+    }
+
+    /// One filter of an MQTT SUBSCRIBE, by what it could receive (see [`SubscribeDecision`]).
+    pub fn decide_subscribe(&self, subject: &Subject<'_>, filter: &TopicFilter) -> SubscribeDecision {
+        let candidates = self
+            .index
+            .get(slot(Operation::Subscribe, ResourceKind::MqttTopic))
+            .map_or(&[][..], Vec::as_slice);
+        let mut denied_by: Option<&AccessRule> = None;
+        let mut covering_allow: Option<&AccessRule> = None;
+        let mut overlapping_allow: Option<&AccessRule> = None;
+        for &i in candidates {
+            let Some(rule) = self.rules.get(i as usize) else {
+                continue;
+            };
+            if !rule.subjects.matches(subject) {
+                continue;
+            }
+            let mut covers = false;
+            let mut overlaps = false;
+            for f in &rule.resources.mqtt_topics {
+                covers |= f.covers(filter);
+                overlaps |= f.overlaps(filter);
+            }
+            if !overlaps {
+                continue;
+            }
+            match rule.effect {
+                Effect::Deny | Effect::Approve => {
+                    if covers {
+                        return SubscribeDecision::Denied(Decision {
+                            check: Check::Denied,
+                            effect: Some(rule.effect),
+                            rule: Some(rule.at.clone()),
+                        });
+                    }
+                    denied_by.get_or_insert(rule);
+                }
+                Effect::Allow => {
+                    if covers {
+                        covering_allow.get_or_insert(rule);
+                    }
+                    overlapping_allow.get_or_insert(rule);
+                }
+            }
+        }
+        match (covering_allow, overlapping_allow, denied_by) {
+            (Some(allow), _, None) => SubscribeDecision::Granted {
+                rule: allow.at.clone(),
+            },
+            (_, Some(allow), deny) => SubscribeDecision::Narrowed {
+                allow: allow.at.clone(),
+                denied_by: deny.map(|d| d.at.clone()),
+            },
+            (_, None, deny) => SubscribeDecision::Denied(Decision {
+                check: Check::Denied,
+                effect: deny.map(|d| d.effect),
+                rule: deny.map(|d| d.at.clone()),
+            }),
+        }
     }
 
     /// Whether any fetch by `subject` can need rewriting (some reveal or fetch rule names it):

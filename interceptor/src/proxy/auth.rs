@@ -165,6 +165,28 @@ impl Authenticator {
         self.tokens.validate(token).await
     }
 
+    /// A configured user's password, outside SASL (the MQTT CONNECT password). Err: the
+    /// audit reason, the same for an unknown user as for a wrong password towards the client.
+    pub fn verify_password(&self, username: &str, password: &str) -> Result<Identity, &'static str> {
+        let Some(user) = self.users.get(username) else {
+            return Err("unknown_user");
+        };
+        if !user.credentials.iter().any(|c| c.verify_password(password)) {
+            return Err("bad_credentials");
+        }
+        Ok(Identity {
+            principal: user.principal.clone(),
+            groups: user.groups.clone(),
+            issuer: None,
+            mechanism: Mechanism::Plain.name(),
+        })
+    }
+
+    /// The longest a session may last without authenticating again.
+    pub fn max_session_lifetime(&self) -> Duration {
+        self.max_session_lifetime
+    }
+
     fn credential(&self, username: &str, mechanism: ScramMechanism) -> Option<ScramCredential> {
         self.users.get(username).and_then(|u| {
             u.credentials
@@ -752,7 +774,7 @@ fn session_lifetime(token_expires: Option<SystemTime>, max: Duration, now: Syste
     remaining.min(max).max(Duration::from_millis(1))
 }
 
-fn rfc3339(at: SystemTime) -> String {
+pub(crate) fn rfc3339(at: SystemTime) -> String {
     OffsetDateTime::from(at)
         .format(&Rfc3339)
         .unwrap_or_else(|_| "unknown".into())

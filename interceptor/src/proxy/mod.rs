@@ -4,6 +4,7 @@ mod access;
 mod auth;
 mod authorize;
 mod masking;
+mod mqtt;
 mod relay;
 mod session;
 pub mod tap;

@@ -125,7 +125,20 @@ where
             let frame = match split_frame(&mut buf, limits.max_frame_bytes) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
-                Err(e) => return RelayEnd::new(CloseReason::ClientProtocolError, e.to_string()),
+                Err(e) => {
+                    // Another protocol on a Kafka port gets a name, not a framing error.
+                    let seen = super::mqtt::detect::detect(&buf);
+                    if !matches!(
+                        seen,
+                        super::mqtt::detect::Detected::Kafka | super::mqtt::detect::Detected::Unknown
+                    ) {
+                        return RelayEnd::new(
+                            CloseReason::ProtocolMismatch,
+                            format!("{} on a Kafka listener", seen.name()),
+                        );
+                    }
+                    return RelayEnd::new(CloseReason::ClientProtocolError, e.to_string());
+                }
             };
             let header = match RequestHeader::parse(&frame) {
                 Ok(header) => header,

@@ -23,7 +23,7 @@ use super::{
 use crate::{
     addr::{canonical, ClientAddr, OrigDst},
     audit::{AuditEvent, AuditLog, CloseReason},
-    config::{Config, Listener, UpstreamMechanism},
+    config::{Config, Listener, Protocol, UpstreamMechanism},
     ebpf::ExemptRegistry,
     filter::FilterChain,
     kafka::{
@@ -61,6 +61,8 @@ pub struct SessionContext {
     pub topic_ids: Arc<TopicIds>,
     /// Masking rules' shared parts: the vault and the rewrite limits.
     pub masking: Arc<super::Masking>,
+    /// The interceptor's own login at MQTT brokers (`[mqtt] upstream_secrets_file`).
+    pub mqtt_credentials: Option<UpstreamSecrets>,
 }
 
 /// The client id the interceptor's own SASL requests carry (visible in broker logs).
@@ -101,6 +103,21 @@ pub async fn serve(
         .await;
         return;
     };
+    if listener.protocol == Protocol::Mqtt {
+        let listener = listener.clone();
+        super::mqtt::serve(
+            session,
+            client,
+            Arc::clone(&ctx),
+            &listener,
+            target,
+            (client_addr, orig_dst),
+            shutdown,
+            started,
+        )
+        .await;
+        return;
+    }
     let limits = &ctx.config.limits;
     let timeout = Duration::from_millis(limits.upstream_connect_timeout_ms);
     let mut upstream = match upstream::connect(target, &ctx.exempt, timeout).await {

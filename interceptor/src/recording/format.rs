@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! header (never compressed, so `file`/`xxd` and a reader can identify it):
-//!   magic "IREC" | version u8 (1) | flags u8 (bit 0: body is zstd) | rest_len u16 BE | rest
+//!   magic "IREC" | version u8 (1) | flags u8 (bit 0: body is zstd; bit 1: MQTT) | rest_len
+//!   u16 BE | rest
 //!   rest: file_id [16] | raw key id [8] (zeros: no raw records) | started, Unix µs u64 BE
 //!         | session u64 BE | instance (u8 len + UTF-8) | client address (u8 len + UTF-8)
 //!         | interceptor version (u8 len + UTF-8)
@@ -35,6 +36,9 @@ use zeroize::Zeroizing;
 pub const MAGIC: &[u8; 4] = b"IREC";
 pub const VERSION: u8 = 1;
 pub const FLAG_ZSTD: u8 = 1;
+/// The session spoke MQTT: requests are the packets sent to the broker, responses the packets
+/// sent to the client, each record one whole packet.
+pub const FLAG_MQTT: u8 = 2;
 /// File name extension.
 pub const EXTENSION: &str = "irec";
 /// The largest record written or read. A frame larger than this (the daemon's frame limit
@@ -277,6 +281,8 @@ pub fn handling_name(code: u8) -> &'static str {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
     pub zstd: bool,
+    /// An MQTT session (else Kafka).
+    pub mqtt: bool,
     pub file_id: [u8; 16],
     /// Which raw key sealed the raw records; zeros when there are none.
     pub key_id: [u8; 8],
@@ -311,7 +317,14 @@ impl Header {
         let mut out = Vec::with_capacity(8 + rest.len());
         out.extend_from_slice(MAGIC);
         out.push(VERSION);
-        out.push(if self.zstd { FLAG_ZSTD } else { 0 });
+        let mut flags = 0;
+        if self.zstd {
+            flags |= FLAG_ZSTD;
+        }
+        if self.mqtt {
+            flags |= FLAG_MQTT;
+        }
+        out.push(flags);
         out.extend_from_slice(&(rest.len() as u16).to_be_bytes());
         out.extend_from_slice(&rest);
         out
@@ -328,6 +341,7 @@ impl Header {
             return Err(FormatError::Version(fixed[4]));
         }
         let zstd = fixed[5] & FLAG_ZSTD != 0;
+        let mqtt = fixed[5] & FLAG_MQTT != 0;
         let rest_len = usize::from(u16::from_be_bytes([fixed[6], fixed[7]]));
         if rest_len > MAX_HEADER_REST {
             return Err(FormatError::Header(format!("{rest_len} header bytes")));
@@ -349,6 +363,7 @@ impl Header {
         let software = string("software version")?;
         Ok(Header {
             zstd,
+            mqtt,
             file_id,
             key_id,
             started_unix_us,

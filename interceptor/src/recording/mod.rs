@@ -18,6 +18,7 @@ pub mod cli;
 pub mod format;
 mod recorder;
 pub mod replay;
+mod replay_mqtt;
 pub mod resend;
 #[cfg(test)]
 mod tests;
@@ -140,7 +141,12 @@ impl Recordings {
 
     /// A recorder for one session.
     pub fn recorder(&self, session: u64, client: SocketAddr) -> Recorder {
-        Recorder::new(Arc::clone(&self.hub), session, client)
+        Recorder::new(Arc::clone(&self.hub), session, client, false)
+    }
+
+    /// A recorder for one MQTT session.
+    pub fn mqtt_recorder(&self, session: u64, client: SocketAddr) -> Recorder {
+        Recorder::new(Arc::clone(&self.hub), session, client, true)
     }
 
     /// Whether raw frames are kept (a raw key is configured).
@@ -199,6 +205,11 @@ pub fn start(config: &RecordingConfig) -> Result<(), RecordingError> {
 /// A recorder for a new session, when recording is on.
 pub fn session(session: u64, client: SocketAddr) -> Option<Recorder> {
     DAEMON.get().map(|r| r.recorder(session, client))
+}
+
+/// The daemon's recorder for one MQTT session.
+pub fn mqtt_session(session: u64, client: SocketAddr) -> Option<Recorder> {
+    DAEMON.get().map(|r| r.mqtt_recorder(session, client))
 }
 
 /// Ends the daemon's recordings (at shutdown, after the sessions).

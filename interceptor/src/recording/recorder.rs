@@ -50,6 +50,8 @@ pub(crate) struct Hub {
 /// One session, as the writer needs to know it.
 pub(crate) struct SessionInfo {
     pub session: u64,
+    /// An MQTT session: whole packets both ways, no Kafka framing.
+    pub mqtt: bool,
     pub client: SocketAddr,
     pub started: Instant,
     pub started_unix_us: u64,
@@ -162,7 +164,7 @@ fn handling_code(handling: Handling) -> u8 {
 }
 
 impl Recorder {
-    pub(crate) fn new(hub: Arc<Hub>, session: u64, client: SocketAddr) -> Self {
+    pub(crate) fn new(hub: Arc<Hub>, session: u64, client: SocketAddr, mqtt: bool) -> Self {
         let started_unix_us = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
@@ -170,6 +172,7 @@ impl Recorder {
             hub,
             info: Arc::new(SessionInfo {
                 session,
+                mqtt,
                 client,
                 started: Instant::now(),
                 started_unix_us,
@@ -323,7 +326,7 @@ impl Recorder {
         let mut bytes = 0;
         for frame in frames {
             bytes += frame.len();
-            if api_key_of(frame).is_some_and(is_secret_api) {
+            if !self.info.mqtt && api_key_of(frame).is_some_and(is_secret_api) {
                 if let Some(id) = correlation_id_of(frame) {
                     self.add_secret(id);
                 }
@@ -341,7 +344,14 @@ impl Recorder {
             self.release_raw(&self.raw_responses, chunks, Kind::RawResponse, at);
         }
         let mut pieces = Vec::with_capacity(chunks.len());
-        {
+        if self.info.mqtt {
+            // The MQTT writer hands over whole packets.
+            pieces.extend(chunks.iter().map(|c| Piece::Start {
+                bytes: c.clone(),
+                frame_len: c.len(),
+                correlation_id: 0,
+            }));
+        } else {
             let Ok(mut framer) = self.framer.lock() else {
                 return;
             };

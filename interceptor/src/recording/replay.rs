@@ -110,6 +110,12 @@ pub enum What {
     },
     Request(Frame),
     Response(Frame),
+    /// One MQTT packet: `to_broker` or `to_client`.
+    Mqtt {
+        direction: &'static str,
+        #[serde(flatten)]
+        packet: MqttPacket,
+    },
     Refused {
         #[serde(flatten)]
         request: Frame,
@@ -148,6 +154,29 @@ pub enum What {
     Unknown {
         record_kind: u8,
     },
+}
+
+/// An MQTT packet, decoded as far as this build can.
+#[derive(Debug, Default, Serialize)]
+pub struct MqttPacket {
+    pub packet: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packet_id: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qos: Option<u8>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub retain: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reason_codes: Vec<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Text>,
+    pub size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decode_error: Option<String>,
 }
 
 /// A request or response, decoded as far as this build can.
@@ -210,7 +239,7 @@ pub enum Text {
 }
 
 impl Text {
-    fn of(bytes: Option<&[u8]>) -> Text {
+    pub(super) fn of(bytes: Option<&[u8]>) -> Text {
         match bytes {
             None => Text::Null,
             Some(b) => match std::str::from_utf8(b) {
@@ -222,7 +251,7 @@ impl Text {
         }
     }
 
-    fn show(&self) -> String {
+    pub(super) fn show(&self) -> String {
         match self {
             Text::Null => "null".into(),
             Text::Utf8(s) => format!("{s:?}"),
@@ -261,6 +290,7 @@ pub fn replay(path: &Path, options: &Options, out: &mut dyn Write) -> Result<Out
         due: VecDeque::new(),
         stream: BytesMut::new(),
         topic_ids: HashMap::new(),
+        mqtt: super::replay_mqtt::Decoder::default(),
         out,
     };
     // First, whatever the audit events' times say.
@@ -335,6 +365,8 @@ struct Timeline<'a> {
     /// The response stream not yet split into frames.
     stream: BytesMut,
     topic_ids: HashMap<[u8; 16], String>,
+    /// MQTT sessions: the version, from the recorded CONNECT.
+    mqtt: super::replay_mqtt::Decoder,
     out: &'a mut dyn Write,
 }
 
@@ -365,6 +397,31 @@ impl Timeline<'_> {
 
     fn entry(&mut self, entry: Entry) -> io::Result<()> {
         let t = entry.t_us;
+        if self.header.mqtt {
+            match &entry.record {
+                Record::Request(frame) => {
+                    let packet = self.mqtt.packet(frame, self.options.records);
+                    return self.emit(
+                        t,
+                        What::Mqtt {
+                            direction: "to_broker",
+                            packet,
+                        },
+                    );
+                }
+                Record::Response(frame) => {
+                    let packet = self.mqtt.packet(frame, self.options.records);
+                    return self.emit(
+                        t,
+                        What::Mqtt {
+                            direction: "to_client",
+                            packet,
+                        },
+                    );
+                }
+                _ => {}
+            }
+        }
         match entry.record {
             Record::Request(frame) => {
                 let decoded = self.request(&frame);
@@ -1115,6 +1172,11 @@ fn text_line(line: &Line) -> String {
         }
         What::Identity { principal } => format!("✓ identity {principal}"),
         What::Request(f) => format!("→ {}", frame_text(f, true)),
+        What::Mqtt { direction, packet } => format!(
+            "{} {}",
+            if *direction == "to_broker" { "→" } else { "←" },
+            super::replay_mqtt::text(packet)
+        ),
         What::Response(f) => format!("← {}", frame_text(f, false)),
         What::Refused { request, handling } => {
             if *handling == "auth" {

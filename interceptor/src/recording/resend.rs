@@ -76,6 +76,8 @@ pub enum ResendError {
     Protocol(String),
     #[error(transparent)]
     Sasl(#[from] upstream::UpstreamAuthError),
+    #[error("this is an MQTT session: only Kafka Produce requests can be re-sent")]
+    Mqtt,
 }
 
 /// What happened to one recorded Produce request.
@@ -122,7 +124,10 @@ pub async fn resend(
     options: &ResendOptions,
     mut report: impl FnMut(&Resent),
 ) -> Result<Summary, ResendError> {
-    let (_, reader) = format::open(path)?;
+    let (header, reader) = format::open(path)?;
+    if header.mqtt {
+        return Err(ResendError::Mqtt);
+    }
     let mut conn = Conn::open(options).await?;
     let max_version = conn.produce_versions().await?;
     if let Some((mechanism, secrets)) = &options.sasl {

@@ -333,6 +333,7 @@ fn every_record_kind_round_trips() {
 
     let header = Header {
         zstd: true,
+        mqtt: true,
         file_id: [9; 16],
         key_id: [1; 8],
         started_unix_us: 1_732_356_000_123_456,

@@ -240,7 +240,7 @@ impl Writer {
         match body {
             Body::Requests(frames) => {
                 for frame in frames {
-                    self.request(&mut s, t, &frame);
+                    self.request(&mut s, t, &frame, info.mqtt);
                 }
             }
             Body::Responses(pieces) => {
@@ -304,6 +304,7 @@ impl Writer {
         };
         let header = Header {
             zstd: self.compressor.is_some(),
+            mqtt: info.mqtt,
             file_id,
             key_id: self.settings.key.as_ref().map_or([0; 8], RawKey::id),
             started_unix_us: info.started_unix_us,
@@ -395,9 +396,15 @@ impl Writer {
         false
     }
 
-    fn request(&mut self, s: &mut SessionFile, t: u64, frame: &[u8]) {
-        let fields = RequestFields::of_frame(frame);
-        let reason = if is_secret_api(fields.api_key) {
+    fn request(&mut self, s: &mut SessionFile, t: u64, frame: &[u8], mqtt: bool) {
+        // MQTT sessions hand over no credential-bearing packet (the CONNECT comes without its
+        // password); their frames have no Kafka header to read.
+        let fields = if mqtt {
+            RequestFields::default()
+        } else {
+            RequestFields::of_frame(frame)
+        };
+        let reason = if !mqtt && is_secret_api(fields.api_key) {
             Some(ElidedReason::Secret)
         } else if frame.len() > MAX_RECORD_BYTES {
             Some(ElidedReason::TooLarge)

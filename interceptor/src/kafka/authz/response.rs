@@ -25,7 +25,10 @@ pub fn refusal_code(check: Check, kind: ResourceKind) -> i16 {
     match (check, kind) {
         (Check::Allowed, _) => 0,
         (Check::Violation, _) => POLICY_VIOLATION,
-        (Check::Denied, ResourceKind::Topic) => TOPIC_AUTHORIZATION_FAILED,
+        // No Kafka request names an MQTT topic; the topic code is the closest.
+        (Check::Denied, ResourceKind::Topic | ResourceKind::MqttTopic) => {
+            TOPIC_AUTHORIZATION_FAILED
+        }
         (Check::Denied, ResourceKind::Group) => GROUP_AUTHORIZATION_FAILED,
         (Check::Denied, ResourceKind::TransactionalId) => TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
         (Check::Denied, ResourceKind::Cluster) => CLUSTER_AUTHORIZATION_FAILED,

@@ -10,6 +10,7 @@
 //! Topics without masking rules never reach any of this: their records stay zero-copy.
 
 pub(crate) mod fetch;
+pub(crate) mod payload;
 pub(crate) mod produce;
 mod record;
 #[cfg(test)]
@@ -83,7 +84,7 @@ impl Masking {
     }
 }
 
-fn audit_counts(stats: &Stats) -> Vec<TransformCount> {
+pub(crate) fn audit_counts(stats: &Stats) -> Vec<TransformCount> {
     stats
         .entries
         .iter()

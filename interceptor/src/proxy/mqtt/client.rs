@@ -1,0 +1,401 @@
+//! Packets from the client: each PUBLISH checked (publish, retain, payload limits), masked and
+//! forwarded or refused; each SUBSCRIBE decided filter by filter; acknowledgements of
+//! deliveries passed on. A malformed packet ends the session with the reason code MQTT 5
+//! has for it (3.1.1 has none: the connection closes).
+
+use std::collections::HashMap;
+
+use bytes::{Bytes, BytesMut};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt},
+    sync::mpsc::Sender,
+};
+
+use super::{decide::Verdict, End, LocalQos2, Session};
+use crate::{
+    audit::CloseReason,
+    config::V3DeniedPublish,
+    mqtt::{
+        codec::{
+            decode, reason, split_packet, Ack, Disconnect, Packet, Property, PropertyId, Publish,
+            QoS, RawPacket, SubAck, Subscribe, Version,
+        },
+        topic::{parse_shared, TopicFilter},
+    },
+    proxy::masking::payload::{mask_publish, PublishRefusal},
+};
+
+/// The client's side of one session.
+struct ClientSide<'s> {
+    s: &'s Session,
+    to_broker: Sender<Bytes>,
+    to_client: Sender<Bytes>,
+    /// Topic aliases the client set up (MQTT 5), resolved here.
+    aliases: HashMap<u16, String>,
+    /// QoS 2 publishes acknowledged here (3.1.1 refusals acknowledged as mosquitto does).
+    local_qos2: LocalQos2,
+}
+
+pub(super) async fn run<R: AsyncRead + Unpin>(
+    mut rd: R,
+    mut buf: BytesMut,
+    s: &Session,
+    to_broker: Sender<Bytes>,
+    to_client: Sender<Bytes>,
+    expires: Option<tokio::time::Instant>,
+    bytes_in: &mut u64,
+) -> End {
+    let mut side = ClientSide {
+        s,
+        to_broker,
+        to_client,
+        aliases: HashMap::new(),
+        local_qos2: LocalQos2::default(),
+    };
+    loop {
+        loop {
+            let raw = match split_packet(&mut buf, &s.limits) {
+                Ok(Some(raw)) => raw,
+                Ok(None) => break,
+                Err(e) => {
+                    return side
+                        .protocol_error(e.reason_code(), format!("bad packet: {e}"))
+                        .await
+                }
+            };
+            *bytes_in += raw.frame.len() as u64;
+            if let Err(end) = side.handle(raw).await {
+                return end;
+            }
+        }
+        buf.reserve(8 * 1024);
+        let read = rd.read_buf(&mut buf);
+        let n = match expires {
+            Some(at) => tokio::select! {
+                n = read => n,
+                _ = tokio::time::sleep_until(at) => return side.expired().await,
+            },
+            None => read.await,
+        };
+        match n {
+            Ok(0) if buf.is_empty() => return End::clean(CloseReason::ClientClosed),
+            Ok(0) => {
+                return End::new(
+                    CloseReason::ClientProtocolError,
+                    "closed in the middle of a packet",
+                )
+            }
+            Ok(_) => {}
+            Err(e) => return End::new(CloseReason::ClientError, e.to_string()),
+        }
+    }
+}
+
+impl ClientSide<'_> {
+    async fn handle(&mut self, raw: RawPacket) -> Result<(), End> {
+        let packet = match decode(&raw, self.s.version, &self.s.limits) {
+            Ok(packet) => packet,
+            Err(e) => {
+                return Err(self
+                    .protocol_error(
+                        e.reason_code(),
+                        format!("malformed {}: {e}", raw.packet_type.name()),
+                    )
+                    .await)
+            }
+        };
+        match packet {
+            Packet::Publish(p) => self.publish(raw, p).await,
+            Packet::Subscribe(sub) => self.subscribe(raw, sub).await,
+            Packet::PubRel(ack) if self.local_qos2.take(ack.packet_id) => {
+                let done = Packet::PubComp(Ack {
+                    packet_id: ack.packet_id,
+                    reason_code: reason::SUCCESS,
+                    properties: Default::default(),
+                });
+                self.answer(&done).await
+            }
+            Packet::PubAck(_)
+            | Packet::PubRec(_)
+            | Packet::PubRel(_)
+            | Packet::PubComp(_)
+            | Packet::PingReq
+            | Packet::Unsubscribe(_) => send(&self.to_broker, raw.frame).await,
+            Packet::Disconnect(_) => {
+                send(&self.to_broker, raw.frame).await?;
+                Err(End::clean(CloseReason::ClientClosed))
+            }
+            Packet::Auth(_) => Err(self
+                .protocol_error(
+                    reason::BAD_AUTHENTICATION_METHOD,
+                    "enhanced authentication (AUTH) is not offered: the token goes in the \
+                     CONNECT password"
+                        .into(),
+                )
+                .await),
+            other => Err(self
+                .protocol_error(
+                    reason::PROTOCOL_ERROR,
+                    format!("{} from a client", other.packet_type().name()),
+                )
+                .await),
+        }
+    }
+
+    async fn publish(&mut self, raw: RawPacket, mut p: Publish) -> Result<(), End> {
+        let s = self.s;
+        let id = p.packet_id.unwrap_or(0);
+        let mut rewrite = false;
+        if let Some(alias) = p.properties.u16_of(PropertyId::TopicAlias) {
+            if alias == 0 || alias > s.config.max_topic_aliases {
+                return Err(self
+                    .protocol_error(
+                        reason::TOPIC_ALIAS_INVALID,
+                        format!(
+                            "topic alias {alias} over the maximum of {}",
+                            s.config.max_topic_aliases
+                        ),
+                    )
+                    .await);
+            }
+            if p.topic.is_empty() {
+                match self.aliases.get(&alias) {
+                    Some(topic) => p.topic = topic.clone(),
+                    None => {
+                        return Err(self
+                            .protocol_error(
+                                reason::PROTOCOL_ERROR,
+                                format!("topic alias {alias} was never set"),
+                            )
+                            .await)
+                    }
+                }
+            } else {
+                self.aliases.insert(alias, p.topic.clone());
+            }
+            p.properties.remove(PropertyId::TopicAlias);
+            rewrite = true;
+        }
+        let policy = s.policy.current();
+        let verdict = s
+            .check_publish(&policy, "PUBLISH", id, &p.topic, p.retain, &p.payload)
+            .await;
+        match verdict {
+            Verdict::Allow => {}
+            Verdict::Deny => return self.refuse(&p, reason::NOT_AUTHORIZED).await,
+            Verdict::Violation => {
+                return self
+                    .refuse(&p, reason::IMPLEMENTATION_SPECIFIC_ERROR)
+                    .await
+            }
+        }
+        let rules = policy.set.publish_masking(&p.topic);
+        if !rules.is_empty() {
+            match mask_publish(&s.masking, &rules, &p.payload).await {
+                Ok(masked) => {
+                    s.transform_event(&policy, "PUBLISH", id, "publish", &p.topic, &masked, None)
+                        .await;
+                    if let Some(payload) = masked.payload {
+                        p.payload = Bytes::from(payload);
+                        rewrite = true;
+                    }
+                }
+                Err(PublishRefusal::Rule { rule, detail }) => {
+                    tracing::info!(session = s.id, topic = %p.topic, "publish refused by masking rule {rule}: {detail}");
+                    s.transform_event(
+                        &policy,
+                        "PUBLISH",
+                        id,
+                        "publish",
+                        &p.topic,
+                        &Default::default(),
+                        Some(format!("refused by {rule}: {detail}")),
+                    )
+                    .await;
+                    return self.refuse(&p, reason::PAYLOAD_FORMAT_INVALID).await;
+                }
+                Err(PublishRefusal::Vault(detail)) => {
+                    tracing::warn!(session = s.id, topic = %p.topic, "publish refused, masking needs the vault: {detail}");
+                    s.transform_event(
+                        &policy,
+                        "PUBLISH",
+                        id,
+                        "publish",
+                        &p.topic,
+                        &Default::default(),
+                        Some(detail),
+                    )
+                    .await;
+                    return self.refuse(&p, reason::UNSPECIFIED_ERROR).await;
+                }
+            }
+        }
+        s.records_event("PUBLISH", id, "publish", &p.topic, &p.payload)
+            .await;
+        if rewrite {
+            let mut out = BytesMut::with_capacity(p.payload.len() + p.topic.len() + 16);
+            p.encode(s.version, &mut out);
+            send(&self.to_broker, out.freeze()).await
+        } else {
+            send(&self.to_broker, raw.frame).await
+        }
+    }
+
+    /// A PUBLISH that does not go on: answered as the broker would refuse it.
+    async fn refuse(&mut self, p: &Publish, code: u8) -> Result<(), End> {
+        let Some(id) = p.packet_id else {
+            // QoS 0 has no answer in either version: dropped, and the decision is audited.
+            return Ok(());
+        };
+        let (code, remember) = match self.s.version {
+            Version::V5 => (code, false),
+            Version::V311 => match self.s.config.v3_denied_publish {
+                V3DeniedPublish::Disconnect => {
+                    return Err(End::new(
+                        CloseReason::PolicyRefused,
+                        format!(
+                            "PUBLISH to {:?} refused; MQTT 3.1.1 has no negative acknowledgement, \
+                             so the connection closes",
+                            p.topic
+                        ),
+                    ))
+                }
+                V3DeniedPublish::Acknowledge => (reason::SUCCESS, true),
+            },
+        };
+        let ack = Ack {
+            packet_id: id,
+            reason_code: code,
+            properties: Default::default(),
+        };
+        let answer = match p.qos {
+            QoS::AtLeastOnce => Packet::PubAck(ack),
+            _ => {
+                // A v5 PUBREC with a failure code ends the flow; a 3.1.1 one expects PUBREL.
+                if remember {
+                    self.local_qos2.insert(id);
+                }
+                Packet::PubRec(ack)
+            }
+        };
+        self.answer(&answer).await
+    }
+
+    async fn subscribe(&mut self, raw: RawPacket, sub: Subscribe) -> Result<(), End> {
+        let s = self.s;
+        let policy = s.policy.current();
+        let (denied, invalid) = match s.version {
+            Version::V5 => (reason::NOT_AUTHORIZED, reason::TOPIC_FILTER_INVALID),
+            Version::V311 => (reason::V3_SUBACK_FAILURE, reason::V3_SUBACK_FAILURE),
+        };
+        let mut codes: Vec<Option<u8>> = Vec::with_capacity(sub.filters.len());
+        let mut kept = Vec::with_capacity(sub.filters.len());
+        for (text, options) in &sub.filters {
+            let filter = match parse_shared(text) {
+                Ok(Some((_share, filter))) => TopicFilter::parse(filter),
+                Ok(None) => TopicFilter::parse(text),
+                Err(e) => Err(e),
+            };
+            let granted = match filter {
+                Ok(filter) => {
+                    s.check_subscription(&policy, sub.packet_id, text, &filter)
+                        .await
+                }
+                Err(e) => {
+                    s.invalid_filter(&policy, sub.packet_id, text, e.to_string())
+                        .await;
+                    codes.push(Some(invalid));
+                    continue;
+                }
+            };
+            if granted {
+                codes.push(None);
+                kept.push((text.clone(), *options));
+            } else {
+                codes.push(Some(denied));
+            }
+        }
+        if kept.is_empty() {
+            let answer = Packet::SubAck(SubAck {
+                packet_id: sub.packet_id,
+                properties: Default::default(),
+                reason_codes: codes.into_iter().map(|c| c.unwrap_or(denied)).collect(),
+            });
+            return self.answer(&answer).await;
+        }
+        if kept.len() == sub.filters.len() {
+            return send(&self.to_broker, raw.frame).await;
+        }
+        let queued = match s.pending_subacks.lock() {
+            Ok(mut pending) if pending.len() < s.max_pending => {
+                pending.insert(sub.packet_id, codes);
+                true
+            }
+            _ => false,
+        };
+        if !queued {
+            return Err(self
+                .protocol_error(
+                    reason::QUOTA_EXCEEDED,
+                    format!(
+                        "more than {} SUBSCRIBEs awaiting their SUBACK",
+                        s.max_pending
+                    ),
+                )
+                .await);
+        }
+        let narrowed = Subscribe {
+            packet_id: sub.packet_id,
+            properties: sub.properties,
+            filters: kept,
+        };
+        let mut out = BytesMut::new();
+        narrowed.encode(s.version, &mut out);
+        send(&self.to_broker, out.freeze()).await
+    }
+
+    /// A packet the interceptor answers itself.
+    async fn answer(&self, packet: &Packet) -> Result<(), End> {
+        let mut out = BytesMut::new();
+        packet.encode(self.s.version, &mut out);
+        send(&self.to_client, out.freeze()).await
+    }
+
+    /// Ends the session for a packet the client should not have sent: MQTT 5 gets a
+    /// DISCONNECT with the reason, 3.1.1 just the close.
+    async fn protocol_error(&self, code: u8, detail: String) -> End {
+        disconnect(self.s, &self.to_client, code, &detail).await;
+        End::new(CloseReason::ClientProtocolError, detail)
+    }
+
+    /// The token (or the maximum session lifetime) ran out: MQTT 5 has a reason code for it.
+    async fn expired(&self) -> End {
+        let detail = "the session's token expired".to_string();
+        disconnect(self.s, &self.to_client, reason::MAXIMUM_CONNECT_TIME, &detail).await;
+        End::new(CloseReason::SessionExpired, detail)
+    }
+}
+
+/// Queues a DISCONNECT to the client (MQTT 5 only; 3.1.1 servers just close).
+pub(super) async fn disconnect(s: &Session, to_client: &Sender<Bytes>, code: u8, detail: &str) {
+    if s.version != Version::V5 {
+        return;
+    }
+    let mut properties = crate::mqtt::codec::Properties::default();
+    let mut text = detail.to_owned();
+    text.truncate(text.floor_char_boundary(256));
+    properties.set(Property::Utf8(PropertyId::ReasonString, text));
+    let mut out = BytesMut::new();
+    Packet::Disconnect(Disconnect {
+        reason_code: code,
+        properties,
+    })
+    .encode(s.version, &mut out);
+    let _ = to_client.send(out.freeze()).await;
+}
+
+pub(super) async fn send(to: &Sender<Bytes>, frame: Bytes) -> Result<(), End> {
+    to.send(frame)
+        .await
+        .map_err(|_| End::clean(CloseReason::ClientClosed))
+}

@@ -1,0 +1,331 @@
+//! The policy's answers for one MQTT session, each recorded as an audit event before the
+//! packet it decides goes anywhere: publish (and retain) on a topic, a subscription filter,
+//! and each delivery to this subscriber.
+
+use std::sync::Arc;
+
+use super::Session;
+use crate::{
+    audit::{chain::hex, AuditEvent, PartitionRecords},
+    mqtt::topic::TopicFilter,
+    policy::{
+        watch::ActivePolicy, Check, Decision, Operation, Resource, RuleRef, SubscribeDecision,
+    },
+    proxy::masking::{audit_counts, payload::MaskedPayload},
+};
+
+/// `resource_type` of MQTT decisions.
+const MQTT_TOPIC: &str = "mqtt-topic";
+
+/// The answer for one message.
+#[derive(Debug)]
+pub(super) enum Verdict {
+    Allow,
+    /// No right (or a deny rule): "not authorized".
+    Deny,
+    /// Allowed, but a blocking rule refuses the payload (size, forbidden content).
+    Violation,
+}
+
+impl Session {
+    /// Publish (and, for a retained message, retain) rights on `topic`, then the blocking
+    /// rules on the payload.
+    pub(super) async fn check_publish(
+        &self,
+        policy: &ActivePolicy,
+        api: &'static str,
+        packet_id: u16,
+        topic: &str,
+        retain: bool,
+        payload: &[u8],
+    ) -> Verdict {
+        let subject = self.subject();
+        let mut ops = vec![Operation::Publish];
+        if retain {
+            ops.push(Operation::Retain);
+        }
+        for op in ops {
+            let decision = policy.set.decide(&subject, op, Resource::mqtt_topic(topic));
+            if !decision.check.is_allowed() {
+                self.decision_event(policy, api, packet_id, op, topic, &decision, None)
+                    .await;
+                return Verdict::Deny;
+            }
+            if op == Operation::Retain {
+                self.decision_event(policy, api, packet_id, op, topic, &decision, None)
+                    .await;
+                continue;
+            }
+            // The publish decision is recorded after the payload checks, with their outcome.
+            let limits = policy.set.mqtt_limits(topic);
+            let violation = if limits.is_empty() {
+                None
+            } else if let Some((max, rule)) = limits
+                .max_record_bytes
+                .as_ref()
+                .filter(|(max, _)| payload.len() as u64 > *max)
+            {
+                Some((
+                    rule.clone(),
+                    format!("payload of {} bytes over the limit of {max}", payload.len()),
+                ))
+            } else {
+                limits
+                    .content
+                    .iter()
+                    .filter(|c| c.in_value)
+                    .find_map(|c| {
+                        c.find(payload).map(|pattern| {
+                            (
+                                c.rule.clone(),
+                                format!("forbidden content ({}: {pattern})", c.name),
+                            )
+                        })
+                    })
+            };
+            if let Some((rule, detail)) = violation {
+                let decision = Decision {
+                    check: Check::Violation,
+                    effect: decision.effect,
+                    rule: Some(rule),
+                };
+                self.decision_event(policy, api, packet_id, op, topic, &decision, Some(detail))
+                    .await;
+                return Verdict::Violation;
+            }
+            self.decision_event(policy, api, packet_id, op, topic, &decision, None)
+                .await;
+        }
+        Verdict::Allow
+    }
+
+    /// Whether this subscriber may receive a message on `topic`.
+    pub(super) async fn check_delivery(&self, policy: &ActivePolicy, packet_id: u16, topic: &str) -> bool {
+        let decision = policy.set.decide(
+            &self.subject(),
+            Operation::Subscribe,
+            Resource::mqtt_topic(topic),
+        );
+        self.decision_event(
+            policy,
+            "DELIVERY",
+            packet_id,
+            Operation::Subscribe,
+            topic,
+            &decision,
+            None,
+        )
+        .await;
+        decision.check.is_allowed()
+    }
+
+    /// One filter of a SUBSCRIBE: granted, narrowed (granted, deliveries checked one by one)
+    /// or denied. `text` is the filter as sent (with any `$share/` prefix).
+    pub(super) async fn check_subscription(
+        &self,
+        policy: &ActivePolicy,
+        packet_id: u16,
+        text: &str,
+        filter: &TopicFilter,
+    ) -> bool {
+        let subject = self.subject();
+        let answer = policy.set.decide_subscribe(&subject, filter);
+        let (decision, rule, detail): (&'static str, Option<RuleRef>, Option<String>) =
+            match answer {
+                SubscribeDecision::Granted { rule } => ("allow", Some(rule), None),
+                SubscribeDecision::Narrowed { allow, denied_by } => (
+                    "narrowed",
+                    Some(allow),
+                    Some(match denied_by {
+                        Some(deny) => format!(
+                            "the filter reaches topics this subscriber may not read ({deny}): \
+                             each delivery is checked"
+                        ),
+                        None => "the filter reaches topics no rule lets this subscriber read: \
+                                 each delivery is checked"
+                            .into(),
+                    }),
+                ),
+                SubscribeDecision::Denied(d) => ("deny", d.rule, None),
+            };
+        self.emit_decision(
+            policy,
+            "SUBSCRIBE",
+            packet_id,
+            Operation::Subscribe,
+            text,
+            decision,
+            rule.as_ref(),
+            detail,
+        )
+        .await;
+        decision != "deny"
+    }
+
+    /// A filter that is not a valid MQTT filter: refused, recorded.
+    pub(super) async fn invalid_filter(
+        &self,
+        policy: &ActivePolicy,
+        packet_id: u16,
+        text: &str,
+        why: String,
+    ) {
+        self.emit_decision(
+            policy,
+            "SUBSCRIBE",
+            packet_id,
+            Operation::Subscribe,
+            text,
+            "deny",
+            None,
+            Some(why),
+        )
+        .await;
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn decision_event(
+        &self,
+        policy: &ActivePolicy,
+        api: &'static str,
+        packet_id: u16,
+        op: Operation,
+        topic: &str,
+        decision: &Decision,
+        detail: Option<String>,
+    ) {
+        let name = match decision.check {
+            Check::Allowed => "allow",
+            Check::Denied => "deny",
+            Check::Violation => "violation",
+        };
+        self.emit_decision(
+            policy,
+            api,
+            packet_id,
+            op,
+            topic,
+            name,
+            decision.rule.as_ref(),
+            detail,
+        )
+        .await;
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn emit_decision(
+        &self,
+        policy: &ActivePolicy,
+        api: &'static str,
+        packet_id: u16,
+        op: Operation,
+        resource: &str,
+        decision: &'static str,
+        rule: Option<&RuleRef>,
+        detail: Option<String>,
+    ) {
+        if decision != "allow" {
+            tracing::info!(
+                session = self.id, principal = %self.identity.principal, api, operation = op.as_str(),
+                topic = resource, decision, "mqtt {}", detail.as_deref().unwrap_or("")
+            );
+        }
+        self.audit
+            .emit_under(
+                AuditEvent::Decision {
+                    session: self.id,
+                    client: self.client,
+                    principal: self.identity.principal.clone(),
+                    groups: self.identity.groups.clone(),
+                    client_id: Some(self.client_id.clone()),
+                    api,
+                    correlation_id: i32::from(packet_id),
+                    operation: op.as_str(),
+                    resource_type: MQTT_TOPIC,
+                    resource: resource.to_owned(),
+                    decision,
+                    rule: rule.map(|r| r.name.to_string()),
+                    rule_source: rule.map(|r| format!("{}:{}", r.file, r.line)),
+                    detail,
+                },
+                Arc::clone(&policy.version),
+            )
+            .await;
+    }
+
+    /// Masking changed (or withheld) a payload: which rules, how many values.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn transform_event(
+        &self,
+        policy: &ActivePolicy,
+        api: &'static str,
+        packet_id: u16,
+        stage: &'static str,
+        topic: &str,
+        masked: &MaskedPayload,
+        withheld: Option<String>,
+    ) {
+        let outcome = match (&withheld, masked.revealed, masked.payload.is_some()) {
+            (Some(_), _, _) => "withheld",
+            (None, true, _) => "revealed",
+            (None, false, true) => "masked",
+            (None, false, false) => return,
+        };
+        self.audit
+            .emit_under(
+                AuditEvent::Transform {
+                    session: self.id,
+                    client: self.client,
+                    principal: self.identity.principal.clone(),
+                    api,
+                    correlation_id: i32::from(packet_id),
+                    stage,
+                    topic: topic.to_owned(),
+                    partition: -1,
+                    outcome,
+                    records: u64::from(withheld.is_none()),
+                    fields: audit_counts(&masked.stats),
+                    detail: withheld,
+                },
+                Arc::clone(&policy.version),
+            )
+            .await;
+    }
+
+    /// A message that went on (published to the broker, or delivered to this subscriber):
+    /// its size and a digest of the payload as it crossed, after masking.
+    pub(super) async fn records_event(
+        &self,
+        api: &'static str,
+        packet_id: u16,
+        stage: &'static str,
+        topic: &str,
+        payload: &[u8],
+    ) {
+        if !self.records {
+            return;
+        }
+        let digest = blake3::hash(payload);
+        self.audit
+            .emit(AuditEvent::Records {
+                session: self.id,
+                client: self.client,
+                principal: self.identity.principal.clone(),
+                client_id: Some(self.client_id.clone()),
+                api,
+                correlation_id: i32::from(packet_id),
+                stage,
+                partitions: vec![PartitionRecords {
+                    topic: topic.to_owned(),
+                    partition: -1,
+                    error_code: 0,
+                    first_offset: None,
+                    last_offset: None,
+                    records: 1,
+                    bytes: payload.len() as u64,
+                    digest: format!("blake3:{}", hex(digest.as_bytes())),
+                }],
+            })
+            .await;
+    }
+}
