@@ -456,7 +456,8 @@ fn access() {
         "publish",
         &["--topic", "status/7", "--qos", "1", "--retain", "--payload", "online"],
     );
-    assert_eq!(out["acks"][0], 0, "{out}");
+    // Success, or 0x10 (no matching subscribers): both below 0x80.
+    assert!(out["acks"][0].as_u64().is_some_and(|c| c < 0x80), "{out}");
     let out = s.paho(
         &SENSOR,
         "5",
@@ -601,7 +602,9 @@ fn qos2_and_sessions() {
         "publish",
         &["--topic", "sensors/1/location", "--qos", "2", "--count", &N.to_string(), "--payload", "l{i}"],
     );
-    // Refused QoS 2 publishes interleaved: a v5 PUBREC 0x87 ends each flow.
+    // Refused QoS 2 publishes interleaved: a v5 PUBREC 0x87 ends each flow. paho sends a
+    // PUBREL anyway and reports the PUBCOMP's code: the daemon answers it (0x92, no such
+    // flow), the broker never sees it.
     let refused = s.paho(
         &SENSOR,
         "5",
@@ -610,7 +613,7 @@ fn qos2_and_sessions() {
     );
     assert_eq!(telemetry["acked"], N, "{telemetry}");
     assert_eq!(location["acked"], N, "{location}");
-    assert_eq!(refused["acks"], serde_json::json!(vec![NOT_AUTHORIZED; 20]), "{refused}");
+    assert_eq!(refused["acks"], serde_json::json!(vec![0x92; 20]), "{refused}");
     let contractor = contractor.join().expect("contractor");
     let operator = operator.join().expect("operator");
     let expected: Vec<(String, String)> = (0..N)
@@ -727,7 +730,7 @@ fn masking_audit_recording() {
     let out = Command::new(interceptor_bin())
         .args(["audit", "query"])
         .arg(s.daemon.audit_path())
-        .args(["--topic", "payments/eu", "--event", "records", "--json"])
+        .args(["--topic", "payments/eu", "--event", "records", "--format", "json"])
         .output()
         .expect("audit query");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -220,6 +220,17 @@ fn topic(name: &str) -> Resource<'_> {
     }
 }
 
+/// MQTT events name their stage `publish` or `delivery` (Kafka's: `produce`, `fetch`).
+fn topic_of_stage<'a>(name: &'a str, stage: &str) -> Resource<'a> {
+    match stage {
+        "publish" | "delivery" => Resource {
+            kind: "mqtt-topic",
+            name: Cow::Borrowed(name),
+        },
+        _ => topic(name),
+    }
+}
+
 impl<'a> Envelope<'a> {
     pub fn of(event: &'a AuditEvent, policy_version: &'a str) -> Self {
         let parts = parts(event, policy_version);
@@ -390,9 +401,17 @@ fn parts<'a>(event: &'a AuditEvent, version: &'a str) -> Parts<'a> {
             rule_source,
             ..
         } => {
-            let allowed = *decision == "allow";
+            // A narrowed MQTT subscription is granted, its deliveries filtered.
+            let narrowed = *decision == "narrowed";
+            let allowed = *decision == "allow" || narrowed;
             Parts {
-                severity_id: if allowed { 1 } else { 3 },
+                severity_id: if narrowed {
+                    2
+                } else if allowed {
+                    1
+                } else {
+                    3
+                },
                 status: Some(if allowed { "Success" } else { "Failure" }),
                 disposition: Some(if allowed { ALLOWED } else { BLOCKED }),
                 actor: actor(Some(principal), groups, Some(*s), client_id.as_deref()),
@@ -415,6 +434,7 @@ fn parts<'a>(event: &'a AuditEvent, version: &'a str) -> Parts<'a> {
             principal,
             topic: t,
             outcome,
+            stage,
             ..
         } => {
             let (disposition, severity_id) = match *outcome {
@@ -429,7 +449,7 @@ fn parts<'a>(event: &'a AuditEvent, version: &'a str) -> Parts<'a> {
                 disposition: Some(disposition),
                 actor: actor(Some(principal), &[], Some(*s), None),
                 src: Some(*client),
-                resources: vec![topic(t)],
+                resources: vec![topic_of_stage(t, stage)],
                 ..Parts::new(kind(6003, 3, "Update"))
             }
         }
@@ -445,10 +465,10 @@ fn parts<'a>(event: &'a AuditEvent, version: &'a str) -> Parts<'a> {
             let mut resources: Vec<Resource> = Vec::new();
             for p in partitions {
                 if !resources.iter().any(|r| r.name == p.topic.as_str()) {
-                    resources.push(topic(&p.topic));
+                    resources.push(topic_of_stage(&p.topic, stage));
                 }
             }
-            let k = if *stage == "produce" {
+            let k = if matches!(*stage, "produce" | "publish") {
                 kind(6003, 1, "Create")
             } else {
                 kind(6003, 2, "Read")

@@ -175,7 +175,8 @@ pub fn matches(filter: &Filter, event: &Value) -> bool {
         };
         let hit = event["resources"].as_array().is_some_and(|rs| {
             rs.iter().any(|r| {
-                r["type"].as_str() == Some("topic") && r["name"].as_str().is_some_and(wanted)
+                matches!(r["type"].as_str(), Some("topic" | "mqtt-topic"))
+                    && r["name"].as_str().is_some_and(wanted)
             })
         });
         if !hit {

@@ -82,18 +82,20 @@ impl BrokerSide<'_> {
         };
         match packet {
             Packet::Publish(p) => self.deliver(raw, p).await,
-            Packet::PubRel(ack) if self.local_qos2.take(ack.packet_id) => {
-                self.to_broker_packet(&Packet::PubComp(Ack {
-                    packet_id: ack.packet_id,
-                    reason_code: reason::SUCCESS,
-                    properties: Default::default(),
-                }))
-                .await
-            }
+            Packet::PubRel(ack) => match self.local_qos2.take(ack.packet_id) {
+                Some(reason_code) => {
+                    self.to_broker_packet(&Packet::PubComp(Ack {
+                        packet_id: ack.packet_id,
+                        reason_code,
+                        properties: Default::default(),
+                    }))
+                    .await
+                }
+                None => send(&self.to_client, raw.frame).await,
+            },
             Packet::SubAck(ack) => self.suback(raw, ack).await,
             Packet::PubAck(_)
             | Packet::PubRec(_)
-            | Packet::PubRel(_)
             | Packet::PubComp(_)
             | Packet::UnsubAck(_)
             | Packet::PingResp => send(&self.to_client, raw.frame).await,
@@ -178,7 +180,7 @@ impl BrokerSide<'_> {
         match p.qos {
             QoS::AtLeastOnce => self.to_broker_packet(&Packet::PubAck(ack)).await,
             _ => {
-                self.local_qos2.insert(id);
+                self.local_qos2.insert(id, reason::SUCCESS);
                 self.to_broker_packet(&Packet::PubRec(ack)).await
             }
         }

@@ -107,17 +107,19 @@ impl ClientSide<'_> {
         match packet {
             Packet::Publish(p) => self.publish(raw, p).await,
             Packet::Subscribe(sub) => self.subscribe(raw, sub).await,
-            Packet::PubRel(ack) if self.local_qos2.take(ack.packet_id) => {
-                let done = Packet::PubComp(Ack {
-                    packet_id: ack.packet_id,
-                    reason_code: reason::SUCCESS,
-                    properties: Default::default(),
-                });
-                self.answer(&done).await
-            }
+            Packet::PubRel(ack) => match self.local_qos2.take(ack.packet_id) {
+                Some(reason_code) => {
+                    let done = Packet::PubComp(Ack {
+                        packet_id: ack.packet_id,
+                        reason_code,
+                        properties: Default::default(),
+                    });
+                    self.answer(&done).await
+                }
+                None => send(&self.to_broker, raw.frame).await,
+            },
             Packet::PubAck(_)
             | Packet::PubRec(_)
-            | Packet::PubRel(_)
             | Packet::PubComp(_)
             | Packet::PingReq
             | Packet::Unsubscribe(_) => send(&self.to_broker, raw.frame).await,
@@ -247,8 +249,11 @@ impl ClientSide<'_> {
             // QoS 0 has no answer in either version: dropped, and the decision is audited.
             return Ok(());
         };
-        let (code, remember) = match self.s.version {
-            Version::V5 => (code, false),
+        // The PUBCOMP owed if a PUBREL follows the local PUBREC. MQTT 5 ends the flow with a
+        // failed PUBREC, but clients send PUBREL anyway (paho-mqtt 2.1 does): it never reaches
+        // the broker, and PUBCOMP "packet identifier not found" keeps the failure visible.
+        let (code, pubcomp) = match self.s.version {
+            Version::V5 => (code, reason::PACKET_IDENTIFIER_NOT_FOUND),
             Version::V311 => match self.s.config.v3_denied_publish {
                 V3DeniedPublish::Disconnect => {
                     return Err(End::new(
@@ -260,7 +265,7 @@ impl ClientSide<'_> {
                         ),
                     ))
                 }
-                V3DeniedPublish::Acknowledge => (reason::SUCCESS, true),
+                V3DeniedPublish::Acknowledge => (reason::SUCCESS, reason::SUCCESS),
             },
         };
         let ack = Ack {
@@ -271,10 +276,7 @@ impl ClientSide<'_> {
         let answer = match p.qos {
             QoS::AtLeastOnce => Packet::PubAck(ack),
             _ => {
-                // A v5 PUBREC with a failure code ends the flow; a 3.1.1 one expects PUBREL.
-                if remember {
-                    self.local_qos2.insert(id);
-                }
+                self.local_qos2.insert(id, pubcomp);
                 Packet::PubRec(ack)
             }
         };

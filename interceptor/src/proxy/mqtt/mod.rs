@@ -24,7 +24,7 @@ mod login;
 mod writer;
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     net::SocketAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -109,17 +109,18 @@ impl Session {
 }
 
 /// Packet ids one side's reader answers itself: QoS 2 flows whose PUBREC came from the
-/// interceptor, so the PUBREL that follows is answered here too. Bounded: an id leaves when
-/// its PUBREL comes, and a peer cannot have more than 65,535 ids in flight.
+/// interceptor, so the PUBREL that follows is answered here too, with the PUBCOMP reason code
+/// kept for it. Bounded: an id leaves when its PUBREL comes, and there are 65,535 ids.
 #[derive(Default)]
-pub(super) struct LocalQos2(HashSet<u16>);
+pub(super) struct LocalQos2(HashMap<u16, u8>);
 
 impl LocalQos2 {
-    fn insert(&mut self, id: u16) {
-        self.0.insert(id);
+    fn insert(&mut self, id: u16, pubcomp_reason: u8) {
+        self.0.insert(id, pubcomp_reason);
     }
 
-    fn take(&mut self, id: u16) -> bool {
+    /// The PUBCOMP reason code when the id is one answered here.
+    fn take(&mut self, id: u16) -> Option<u8> {
         self.0.remove(&id)
     }
 }
