@@ -197,7 +197,7 @@ fn missing_and_mistyped_fields() {
         "masking:\n  - name: m\n    fields: [{path: $.a, action: hash}]\n",
         2,
         5,
-        "masking rule has no `topics`",
+        "a masking rule needs `topics` (Kafka) or `mqtt_topics` (MQTT), or both",
     );
     assert_error(
         "masking:\n  - topics: [t]\n    fields: [{path: $.a, action: hash}]\n",

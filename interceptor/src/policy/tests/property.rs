@@ -76,6 +76,8 @@ fn rule_spec(w: [u32; 4]) -> Option<RuleSpec> {
         ResourceKind::Group => !groups_res.is_empty(),
         ResourceKind::TransactionalId => !txn_ids.is_empty(),
         ResourceKind::Cluster => cluster,
+        // MQTT rules have their own tests (`policy::tests::mqtt`).
+        ResourceKind::MqttTopic => false,
     };
     let ops = if w[2] & 1 != 0 {
         None
@@ -244,6 +246,7 @@ fn rule_matches(r: &RuleSpec, s: &Subject<'_>, op: Operation, res: Resource<'_>)
         ResourceKind::Group => r.groups_res.iter().any(|g| glob_match(g, res.name)),
         ResourceKind::TransactionalId => r.txn_ids.iter().any(|g| glob_match(g, res.name)),
         ResourceKind::Cluster => r.cluster,
+        ResourceKind::MqttTopic => false,
     };
     identity && client && net && op_ok && res_ok
 }
