@@ -177,6 +177,10 @@ pub enum AuditEvent {
         rule_source: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         detail: Option<String>,
+        /// MQTT: allowed messages of one session, topic and rule decided in one read, counted
+        /// in one event (`correlation_id` is the first one's packet id). Absent: one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        messages: Option<u64>,
     },
     /// The policy directory was read again: a new set in force, or a set refused.
     PolicyReload {

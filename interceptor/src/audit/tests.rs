@@ -410,6 +410,7 @@ fn every_event() -> Vec<AuditEvent> {
             rule: Some("no-writes".into()),
             rule_source: Some("10-base.yaml:3".into()),
             detail: None,
+            messages: None,
         },
         AuditEvent::PolicyReload {
             outcome: "rejected",

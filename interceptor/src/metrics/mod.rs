@@ -89,9 +89,13 @@ impl<const N: usize> Fixed<N> {
     }
 
     fn add(&self, label: &str) {
+        self.add_n(label, 1);
+    }
+
+    fn add_n(&self, label: &str, n: u64) {
         match self.labels.iter().position(|l| *l == label) {
-            Some(i) => self.counts[i].fetch_add(1, Ordering::Relaxed),
-            None => self.other.fetch_add(1, Ordering::Relaxed),
+            Some(i) => self.counts[i].fetch_add(n, Ordering::Relaxed),
+            None => self.other.fetch_add(n, Ordering::Relaxed),
         };
     }
 
@@ -128,7 +132,7 @@ pub struct Metrics {
     pub connections_refused: AtomicU64,
     pub authentications: Fixed<2>,
     auth_failures: Mutex<BTreeMap<&'static str, u64>>,
-    pub decisions: Fixed<3>,
+    pub decisions: Fixed<4>,
     pub transforms: Fixed<8>,
     pub records_events: Fixed<2>,
     pub kernel_events: Fixed<4>,
@@ -153,7 +157,7 @@ static METRICS: Metrics = Metrics {
     connections_refused: AtomicU64::new(0),
     authentications: Fixed::new(["success", "failure"]),
     auth_failures: Mutex::new(BTreeMap::new()),
-    decisions: Fixed::new(["allow", "deny", "violation"]),
+    decisions: Fixed::new(["allow", "deny", "violation", "narrowed"]),
     transforms: Fixed::new([
         "produce/masked",
         "produce/refused",
@@ -243,7 +247,9 @@ impl Metrics {
             E::RequestRefused { .. } => {
                 self.request_refusals.fetch_add(1, Ordering::Relaxed);
             }
-            E::Decision { decision, .. } => self.decisions.add(decision),
+            E::Decision {
+                decision, messages, ..
+            } => self.decisions.add_n(decision, messages.unwrap_or(1)),
             E::Transform { stage, outcome, .. } => {
                 self.transforms.add(&format!("{stage}/{outcome}"));
             }

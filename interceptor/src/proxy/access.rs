@@ -207,6 +207,7 @@ impl State {
             rule: rule.map(|r| r.name.to_string()),
             rule_source: rule.map(|r| format!("{}:{}", r.file, r.line)),
             detail,
+            messages: None,
         });
     }
 }

@@ -11,12 +11,14 @@ use tokio::{
 };
 
 use super::{
-    client::{disconnect, send},
+    batch::{Allowed, Batch},
+    client::disconnect,
     End, LocalQos2, Session,
 };
 use crate::{
     audit::CloseReason,
     mqtt::codec::{decode, reason, split_packet, Ack, Packet, Publish, QoS, RawPacket, SubAck},
+    policy::Operation,
     proxy::masking::payload::mask_delivery,
 };
 
@@ -26,6 +28,7 @@ struct BrokerSide<'s> {
     to_broker: Sender<Bytes>,
     /// QoS 2 deliveries dropped here: their PUBREL is answered here.
     local_qos2: LocalQos2,
+    batch: Batch,
 }
 
 pub(super) async fn run<R: AsyncRead + Unpin>(
@@ -40,17 +43,28 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
         to_client,
         to_broker,
         local_qos2: LocalQos2::default(),
+        batch: Batch::default(),
     };
     loop {
-        loop {
+        let ended = loop {
             let raw = match split_packet(&mut buf, &s.limits) {
                 Ok(Some(raw)) => raw,
-                Ok(None) => break,
-                Err(e) => return side.broken(format!("bad packet from the broker: {e}")).await,
+                Ok(None) => break None,
+                Err(e) => break Some(side.broken(format!("bad packet from the broker: {e}"))),
             };
             if let Err(end) = side.handle(raw).await {
-                return end;
+                break Some(end);
             }
+        };
+        let flushed = side
+            .batch
+            .flush(s, &side.to_broker, &side.to_client)
+            .await;
+        if let Some(end) = ended {
+            return end;
+        }
+        if let Err(end) = flushed {
+            return end;
         }
         buf.reserve(8 * 1024);
         match rd.read_buf(&mut buf).await {
@@ -72,12 +86,10 @@ impl BrokerSide<'_> {
         let packet = match decode(&raw, self.s.version, &self.s.limits) {
             Ok(packet) => packet,
             Err(e) => {
-                return Err(self
-                    .broken(format!(
-                        "malformed {} from the broker: {e}",
-                        raw.packet_type.name()
-                    ))
-                    .await)
+                return Err(self.broken(format!(
+                    "malformed {} from the broker: {e}",
+                    raw.packet_type.name()
+                )))
             }
         };
         match packet {
@@ -88,30 +100,34 @@ impl BrokerSide<'_> {
                         packet_id: ack.packet_id,
                         reason_code,
                         properties: Default::default(),
-                    }))
-                    .await
+                    }));
+                    Ok(())
                 }
-                None => send(&self.to_client, raw.frame).await,
+                None => {
+                    self.batch.to_client(raw.frame);
+                    Ok(())
+                }
             },
-            Packet::SubAck(ack) => self.suback(raw, ack).await,
+            Packet::SubAck(ack) => self.suback(raw, ack),
             Packet::PubAck(_)
             | Packet::PubRec(_)
             | Packet::PubComp(_)
             | Packet::UnsubAck(_)
-            | Packet::PingResp => send(&self.to_client, raw.frame).await,
+            | Packet::PingResp => {
+                self.batch.to_client(raw.frame);
+                Ok(())
+            }
             Packet::Disconnect(d) => {
-                send(&self.to_client, raw.frame).await?;
+                self.batch.to_client(raw.frame);
                 Err(End::new(
                     CloseReason::UpstreamClosed,
                     format!("the broker disconnected (reason 0x{:02x})", d.reason_code),
                 ))
             }
-            other => Err(self
-                .broken(format!(
-                    "the broker sent {}, which a server never sends",
-                    other.packet_type().name()
-                ))
-                .await),
+            other => Err(self.broken(format!(
+                "the broker sent {}, which a server never sends",
+                other.packet_type().name()
+            ))),
         }
     }
 
@@ -120,14 +136,13 @@ impl BrokerSide<'_> {
         let id = p.packet_id.unwrap_or(0);
         if p.topic.is_empty() {
             // The interceptor's CONNECT allowed the broker no aliases.
-            return Err(self
-                .broken("the broker used a topic alias it was not allowed".into())
-                .await);
+            return Err(self.broken("the broker used a topic alias it was not allowed".into()));
         }
         let policy = s.policy.current();
-        if !s.check_delivery(&policy, id, &p.topic).await {
-            return self.drop_delivery(&p).await;
-        }
+        let Some(rule) = s.check_delivery(&policy, id, &p.topic).await else {
+            self.drop_delivery(&p);
+            return Ok(());
+        };
         let rules = policy.set.delivery_masking(&p.topic, &s.subject());
         let mut rewrite = false;
         if !rules.is_empty() {
@@ -152,25 +167,39 @@ impl BrokerSide<'_> {
                         Some(reason),
                     )
                     .await;
-                    return self.drop_delivery(&p).await;
+                    self.drop_delivery(&p);
+                    return Ok(());
                 }
             }
         }
-        s.records_event("DELIVERY", id, "delivery", &p.topic, &p.payload)
+        self.batch
+            .allowed(
+                s,
+                Allowed {
+                    api: "DELIVERY",
+                    op: Operation::Subscribe,
+                    topic: &p.topic,
+                    rule: rule.as_ref(),
+                    version: &policy.version,
+                    packet_id: id,
+                    payload: Some(&p.payload),
+                },
+            )
             .await;
         if rewrite {
             let mut out = BytesMut::with_capacity(p.payload.len() + p.topic.len() + 16);
             p.encode(s.version, &mut out);
-            send(&self.to_client, out.freeze()).await
+            self.batch.to_client(out.freeze());
         } else {
-            send(&self.to_client, raw.frame).await
+            self.batch.to_client(raw.frame);
         }
+        Ok(())
     }
 
     /// A delivery this subscriber does not get: the broker's flow is completed here.
-    async fn drop_delivery(&mut self, p: &Publish) -> Result<(), End> {
+    fn drop_delivery(&mut self, p: &Publish) {
         let Some(id) = p.packet_id else {
-            return Ok(());
+            return;
         };
         let ack = Ack {
             packet_id: id,
@@ -178,21 +207,22 @@ impl BrokerSide<'_> {
             properties: Default::default(),
         };
         match p.qos {
-            QoS::AtLeastOnce => self.to_broker_packet(&Packet::PubAck(ack)).await,
+            QoS::AtLeastOnce => self.to_broker_packet(&Packet::PubAck(ack)),
             _ => {
                 self.local_qos2.insert(id, reason::SUCCESS);
-                self.to_broker_packet(&Packet::PubRec(ack)).await
+                self.to_broker_packet(&Packet::PubRec(ack));
             }
         }
     }
 
-    async fn suback(&mut self, raw: RawPacket, ack: SubAck) -> Result<(), End> {
+    fn suback(&mut self, raw: RawPacket, ack: SubAck) -> Result<(), End> {
         let merged = match self.s.pending_subacks.lock() {
             Ok(mut pending) => pending.remove(&ack.packet_id),
             Err(_) => None,
         };
         let Some(codes) = merged else {
-            return send(&self.to_client, raw.frame).await;
+            self.batch.to_client(raw.frame);
+            return Ok(());
         };
         let mut from_broker = ack.reason_codes.into_iter();
         let mut reason_codes = Vec::with_capacity(codes.len());
@@ -202,12 +232,10 @@ impl BrokerSide<'_> {
                 None => match from_broker.next() {
                     Some(code) => reason_codes.push(code),
                     None => {
-                        return Err(self
-                            .broken(format!(
-                                "the broker's SUBACK {} has fewer codes than filters sent",
-                                ack.packet_id
-                            ))
-                            .await)
+                        return Err(self.broken(format!(
+                            "the broker's SUBACK {} has fewer codes than filters sent",
+                            ack.packet_id
+                        )))
                     }
                 },
             }
@@ -219,18 +247,21 @@ impl BrokerSide<'_> {
             reason_codes,
         })
         .encode(self.s.version, &mut out);
-        send(&self.to_client, out.freeze()).await
+        self.batch.to_client(out.freeze());
+        Ok(())
     }
 
-    async fn to_broker_packet(&self, packet: &Packet) -> Result<(), End> {
+    fn to_broker_packet(&mut self, packet: &Packet) {
         let mut out = BytesMut::new();
         packet.encode(self.s.version, &mut out);
-        send(&self.to_broker, out.freeze()).await
+        self.batch.to_broker(out.freeze());
     }
 
     /// The broker broke the protocol: the client is told the server failed.
-    async fn broken(&self, detail: String) -> End {
-        disconnect(self.s, &self.to_client, reason::UNSPECIFIED_ERROR, &detail).await;
+    fn broken(&mut self, detail: String) -> End {
+        if let Some(packet) = disconnect(self.s, reason::UNSPECIFIED_ERROR, &detail) {
+            self.batch.to_client(packet);
+        }
         End::new(CloseReason::UpstreamProtocolError, detail)
     }
 }

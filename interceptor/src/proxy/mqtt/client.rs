@@ -11,10 +11,15 @@ use tokio::{
     sync::mpsc::Sender,
 };
 
-use super::{decide::Verdict, End, LocalQos2, Session};
+use super::{
+    batch::{Allowed, Batch},
+    decide::Verdict,
+    End, LocalQos2, Session,
+};
 use crate::{
     audit::CloseReason,
     config::V3DeniedPublish,
+    policy::Operation,
     mqtt::{
         codec::{
             decode, reason, split_packet, Ack, Disconnect, Packet, Property, PropertyId, Publish,
@@ -34,6 +39,7 @@ struct ClientSide<'s> {
     aliases: HashMap<u16, String>,
     /// QoS 2 publishes acknowledged here (3.1.1 refusals acknowledged as mosquitto does).
     local_qos2: LocalQos2,
+    batch: Batch,
 }
 
 pub(super) async fn run<R: AsyncRead + Unpin>(
@@ -51,29 +57,38 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
         to_client,
         aliases: HashMap::new(),
         local_qos2: LocalQos2::default(),
+        batch: Batch::default(),
     };
     loop {
-        loop {
+        // Everything this read brought, decided; then its events, then its packets.
+        let ended = loop {
             let raw = match split_packet(&mut buf, &s.limits) {
                 Ok(Some(raw)) => raw,
-                Ok(None) => break,
-                Err(e) => {
-                    return side
-                        .protocol_error(e.reason_code(), format!("bad packet: {e}"))
-                        .await
-                }
+                Ok(None) => break None,
+                Err(e) => break Some(side.protocol_error(e.reason_code(), format!("bad packet: {e}"))),
             };
             *bytes_in += raw.frame.len() as u64;
             if let Err(end) = side.handle(raw).await {
-                return end;
+                break Some(end);
             }
+        };
+        let flushed = side.flush().await;
+        if let Some(end) = ended {
+            return end;
+        }
+        if let Err(end) = flushed {
+            return end;
         }
         buf.reserve(8 * 1024);
         let read = rd.read_buf(&mut buf);
         let n = match expires {
             Some(at) => tokio::select! {
                 n = read => n,
-                _ = tokio::time::sleep_until(at) => return side.expired().await,
+                _ = tokio::time::sleep_until(at) => {
+                    let end = side.expired();
+                    let _ = side.flush().await;
+                    return end;
+                }
             },
             None => read.await,
         };
@@ -92,16 +107,20 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
 }
 
 impl ClientSide<'_> {
+    async fn flush(&mut self) -> Result<(), End> {
+        self.batch
+            .flush(self.s, &self.to_broker, &self.to_client)
+            .await
+    }
+
     async fn handle(&mut self, raw: RawPacket) -> Result<(), End> {
         let packet = match decode(&raw, self.s.version, &self.s.limits) {
             Ok(packet) => packet,
             Err(e) => {
-                return Err(self
-                    .protocol_error(
-                        e.reason_code(),
-                        format!("malformed {}: {e}", raw.packet_type.name()),
-                    )
-                    .await)
+                return Err(self.protocol_error(
+                    e.reason_code(),
+                    format!("malformed {}: {e}", raw.packet_type.name()),
+                ))
             }
         };
         match packet {
@@ -114,33 +133,36 @@ impl ClientSide<'_> {
                         reason_code,
                         properties: Default::default(),
                     });
-                    self.answer(&done).await
+                    self.answer(&done);
+                    Ok(())
                 }
-                None => send(&self.to_broker, raw.frame).await,
+                None => {
+                    self.batch.to_broker(raw.frame);
+                    Ok(())
+                }
             },
             Packet::PubAck(_)
             | Packet::PubRec(_)
             | Packet::PubComp(_)
             | Packet::PingReq
-            | Packet::Unsubscribe(_) => send(&self.to_broker, raw.frame).await,
+            | Packet::Unsubscribe(_) => {
+                self.batch.to_broker(raw.frame);
+                Ok(())
+            }
             Packet::Disconnect(_) => {
-                send(&self.to_broker, raw.frame).await?;
+                self.batch.to_broker(raw.frame);
                 Err(End::clean(CloseReason::ClientClosed))
             }
-            Packet::Auth(_) => Err(self
-                .protocol_error(
-                    reason::BAD_AUTHENTICATION_METHOD,
-                    "enhanced authentication (AUTH) is not offered: the token goes in the \
-                     CONNECT password"
-                        .into(),
-                )
-                .await),
-            other => Err(self
-                .protocol_error(
-                    reason::PROTOCOL_ERROR,
-                    format!("{} from a client", other.packet_type().name()),
-                )
-                .await),
+            Packet::Auth(_) => Err(self.protocol_error(
+                reason::BAD_AUTHENTICATION_METHOD,
+                "enhanced authentication (AUTH) is not offered: the token goes in the CONNECT \
+                 password"
+                    .into(),
+            )),
+            other => Err(self.protocol_error(
+                reason::PROTOCOL_ERROR,
+                format!("{} from a client", other.packet_type().name()),
+            )),
         }
     }
 
@@ -150,26 +172,22 @@ impl ClientSide<'_> {
         let mut rewrite = false;
         if let Some(alias) = p.properties.u16_of(PropertyId::TopicAlias) {
             if alias == 0 || alias > s.config.max_topic_aliases {
-                return Err(self
-                    .protocol_error(
-                        reason::TOPIC_ALIAS_INVALID,
-                        format!(
-                            "topic alias {alias} over the maximum of {}",
-                            s.config.max_topic_aliases
-                        ),
-                    )
-                    .await);
+                return Err(self.protocol_error(
+                    reason::TOPIC_ALIAS_INVALID,
+                    format!(
+                        "topic alias {alias} over the maximum of {}",
+                        s.config.max_topic_aliases
+                    ),
+                ));
             }
             if p.topic.is_empty() {
                 match self.aliases.get(&alias) {
                     Some(topic) => p.topic = topic.clone(),
                     None => {
-                        return Err(self
-                            .protocol_error(
-                                reason::PROTOCOL_ERROR,
-                                format!("topic alias {alias} was never set"),
-                            )
-                            .await)
+                        return Err(self.protocol_error(
+                            reason::PROTOCOL_ERROR,
+                            format!("topic alias {alias} was never set"),
+                        ))
                     }
                 }
             } else {
@@ -182,15 +200,11 @@ impl ClientSide<'_> {
         let verdict = s
             .check_publish(&policy, "PUBLISH", id, &p.topic, p.retain, &p.payload)
             .await;
-        match verdict {
-            Verdict::Allow => {}
-            Verdict::Deny => return self.refuse(&p, reason::NOT_AUTHORIZED).await,
-            Verdict::Violation => {
-                return self
-                    .refuse(&p, reason::IMPLEMENTATION_SPECIFIC_ERROR)
-                    .await
-            }
-        }
+        let (publish_rule, retain_rule) = match verdict {
+            Verdict::Allow { publish, retain } => (publish, retain),
+            Verdict::Deny => return self.refuse(&p, reason::NOT_AUTHORIZED),
+            Verdict::Violation => return self.refuse(&p, reason::IMPLEMENTATION_SPECIFIC_ERROR),
+        };
         let rules = policy.set.publish_masking(&p.topic);
         if !rules.is_empty() {
             match mask_publish(&s.masking, &rules, &p.payload).await {
@@ -214,7 +228,7 @@ impl ClientSide<'_> {
                         Some(format!("refused by {rule}: {detail}")),
                     )
                     .await;
-                    return self.refuse(&p, reason::PAYLOAD_FORMAT_INVALID).await;
+                    return self.refuse(&p, reason::PAYLOAD_FORMAT_INVALID);
                 }
                 Err(PublishRefusal::Vault(detail)) => {
                     tracing::warn!(session = s.id, topic = %p.topic, "publish refused, masking needs the vault: {detail}");
@@ -228,23 +242,52 @@ impl ClientSide<'_> {
                         Some(detail),
                     )
                     .await;
-                    return self.refuse(&p, reason::UNSPECIFIED_ERROR).await;
+                    return self.refuse(&p, reason::UNSPECIFIED_ERROR);
                 }
             }
         }
-        s.records_event("PUBLISH", id, "publish", &p.topic, &p.payload)
+        self.batch
+            .allowed(
+                s,
+                Allowed {
+                    api: "PUBLISH",
+                    op: Operation::Publish,
+                    topic: &p.topic,
+                    rule: publish_rule.as_ref(),
+                    version: &policy.version,
+                    packet_id: id,
+                    payload: Some(&p.payload),
+                },
+            )
             .await;
+        if let Some(rule) = &retain_rule {
+            self.batch
+                .allowed(
+                    s,
+                    Allowed {
+                        api: "PUBLISH",
+                        op: Operation::Retain,
+                        topic: &p.topic,
+                        rule: rule.as_ref(),
+                        version: &policy.version,
+                        packet_id: id,
+                        payload: None,
+                    },
+                )
+                .await;
+        }
         if rewrite {
             let mut out = BytesMut::with_capacity(p.payload.len() + p.topic.len() + 16);
             p.encode(s.version, &mut out);
-            send(&self.to_broker, out.freeze()).await
+            self.batch.to_broker(out.freeze());
         } else {
-            send(&self.to_broker, raw.frame).await
+            self.batch.to_broker(raw.frame);
         }
+        Ok(())
     }
 
     /// A PUBLISH that does not go on: answered as the broker would refuse it.
-    async fn refuse(&mut self, p: &Publish, code: u8) -> Result<(), End> {
+    fn refuse(&mut self, p: &Publish, code: u8) -> Result<(), End> {
         let Some(id) = p.packet_id else {
             // QoS 0 has no answer in either version: dropped, and the decision is audited.
             return Ok(());
@@ -280,7 +323,8 @@ impl ClientSide<'_> {
                 Packet::PubRec(ack)
             }
         };
-        self.answer(&answer).await
+        self.answer(&answer);
+        Ok(())
     }
 
     async fn subscribe(&mut self, raw: RawPacket, sub: Subscribe) -> Result<(), End> {
@@ -323,10 +367,12 @@ impl ClientSide<'_> {
                 properties: Default::default(),
                 reason_codes: codes.into_iter().map(|c| c.unwrap_or(denied)).collect(),
             });
-            return self.answer(&answer).await;
+            self.answer(&answer);
+            return Ok(());
         }
         if kept.len() == sub.filters.len() {
-            return send(&self.to_broker, raw.frame).await;
+            self.batch.to_broker(raw.frame);
+            return Ok(());
         }
         let queued = match s.pending_subacks.lock() {
             Ok(mut pending) if pending.len() < s.max_pending => {
@@ -336,15 +382,13 @@ impl ClientSide<'_> {
             _ => false,
         };
         if !queued {
-            return Err(self
-                .protocol_error(
-                    reason::QUOTA_EXCEEDED,
-                    format!(
-                        "more than {} SUBSCRIBEs awaiting their SUBACK",
-                        s.max_pending
-                    ),
-                )
-                .await);
+            return Err(self.protocol_error(
+                reason::QUOTA_EXCEEDED,
+                format!(
+                    "more than {} SUBSCRIBEs awaiting their SUBACK",
+                    s.max_pending
+                ),
+            ));
         }
         let narrowed = Subscribe {
             packet_id: sub.packet_id,
@@ -353,51 +397,55 @@ impl ClientSide<'_> {
         };
         let mut out = BytesMut::new();
         narrowed.encode(s.version, &mut out);
-        send(&self.to_broker, out.freeze()).await
+        self.batch.to_broker(out.freeze());
+        Ok(())
     }
 
     /// A packet the interceptor answers itself.
-    async fn answer(&self, packet: &Packet) -> Result<(), End> {
+    fn answer(&mut self, packet: &Packet) {
         let mut out = BytesMut::new();
         packet.encode(self.s.version, &mut out);
-        send(&self.to_client, out.freeze()).await
+        self.batch.to_client(out.freeze());
     }
 
     /// Ends the session for a packet the client should not have sent: MQTT 5 gets a
     /// DISCONNECT with the reason, 3.1.1 just the close.
-    async fn protocol_error(&self, code: u8, detail: String) -> End {
-        disconnect(self.s, &self.to_client, code, &detail).await;
+    fn protocol_error(&mut self, code: u8, detail: String) -> End {
+        if let Some(packet) = disconnect(self.s, code, &detail) {
+            self.batch.to_client(packet);
+        }
         End::new(CloseReason::ClientProtocolError, detail)
     }
 
     /// The token (or the maximum session lifetime) ran out: MQTT 5 has a reason code for it.
-    async fn expired(&self) -> End {
+    fn expired(&mut self) -> End {
         let detail = "the session's token expired".to_string();
-        disconnect(self.s, &self.to_client, reason::MAXIMUM_CONNECT_TIME, &detail).await;
+        if let Some(packet) = disconnect(self.s, reason::MAXIMUM_CONNECT_TIME, &detail) {
+            self.batch.to_client(packet);
+        }
         End::new(CloseReason::SessionExpired, detail)
     }
 }
 
-/// Queues a DISCONNECT to the client (MQTT 5 only; 3.1.1 servers just close).
-pub(super) async fn disconnect(s: &Session, to_client: &Sender<Bytes>, code: u8, detail: &str) {
+/// A DISCONNECT for the client (MQTT 5 only; 3.1.1 servers just close).
+pub(super) fn disconnect(s: &Session, code: u8, detail: &str) -> Option<Bytes> {
     if s.version != Version::V5 {
-        return;
+        return None;
     }
     let mut properties = crate::mqtt::codec::Properties::default();
-    let mut text = detail.to_owned();
-    text.truncate(text.floor_char_boundary(256));
-    properties.set(Property::Utf8(PropertyId::ReasonString, text));
+    let mut end = detail.len().min(256);
+    while !detail.is_char_boundary(end) {
+        end -= 1;
+    }
+    properties.set(Property::Utf8(
+        PropertyId::ReasonString,
+        detail.get(..end).unwrap_or_default().to_owned(),
+    ));
     let mut out = BytesMut::new();
     Packet::Disconnect(Disconnect {
         reason_code: code,
         properties,
     })
     .encode(s.version, &mut out);
-    let _ = to_client.send(out.freeze()).await;
-}
-
-pub(super) async fn send(to: &Sender<Bytes>, frame: Bytes) -> Result<(), End> {
-    to.send(frame)
-        .await
-        .map_err(|_| End::clean(CloseReason::ClientClosed))
+    Some(out.freeze())
 }

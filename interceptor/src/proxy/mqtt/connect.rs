@@ -17,6 +17,7 @@ use tokio::{
 };
 
 use super::{
+    batch::{Allowed, Batch},
     decide::Verdict,
     detect::{detect, Detected},
     login::{login, LoggedIn},
@@ -25,6 +26,7 @@ use super::{
 use crate::{
     addr::{ClientAddr, OrigDst},
     audit::{AuditEvent, AuditLog, AuthOutcome, CloseReason},
+    policy::Operation,
     config::{Listener, Protocol},
     mqtt::codec::{
         decode, decode_connect, reason, split_packet, ConnAck, Connect, DecodeError, Limits,
@@ -239,7 +241,7 @@ pub(super) async fn open(
         let verdict = state
             .check_publish(&policy, "CONNECT", 0, &will.topic, will.retain, &will.payload)
             .await;
-        if let Verdict::Allow = verdict {
+        if let Verdict::Allow { publish, retain } = verdict {
             let rules = policy.set.publish_masking(&will.topic);
             if !rules.is_empty() {
                 match mask_publish(&state.masking, &rules, &will.payload).await {
@@ -270,6 +272,29 @@ pub(super) async fn open(
                     }
                 }
             }
+            let mut batch = Batch::default();
+            // After masking: the records digest is of the will the broker gets.
+            let mut allowed = vec![(Operation::Publish, publish, Some(&will.payload[..]))];
+            if let Some(rule) = retain {
+                allowed.push((Operation::Retain, rule, None));
+            }
+            for (op, rule, payload) in &allowed {
+                batch
+                    .allowed(
+                        &state,
+                        Allowed {
+                            api: "CONNECT",
+                            op: *op,
+                            topic: &will.topic,
+                            rule: rule.as_ref(),
+                            version: &policy.version,
+                            packet_id: 0,
+                            payload: *payload,
+                        },
+                    )
+                    .await;
+            }
+            batch.emit(&state).await;
         } else {
             let detail = format!("the will message to {:?} is not allowed", will.topic);
             return Err(refuse_will(client, audit, version, detail).await);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::Session;
 use crate::{
-    audit::{chain::hex, AuditEvent, PartitionRecords},
+    audit::AuditEvent,
     mqtt::topic::TopicFilter,
     policy::{
         watch::ActivePolicy, Check, Decision, Operation, Resource, RuleRef, SubscribeDecision,
@@ -15,21 +15,27 @@ use crate::{
 };
 
 /// `resource_type` of MQTT decisions.
-const MQTT_TOPIC: &str = "mqtt-topic";
+pub(super) const MQTT_TOPIC: &str = "mqtt-topic";
 
 /// The answer for one message.
 #[derive(Debug)]
 pub(super) enum Verdict {
-    Allow,
-    /// No right (or a deny rule): "not authorized".
+    /// Allowed, by these rules: recorded by the caller's [`Batch`](super::batch::Batch).
+    Allow {
+        publish: Option<RuleRef>,
+        /// Present for a retained message: the rule allowing `retain`.
+        retain: Option<Option<RuleRef>>,
+    },
+    /// No right (or a deny rule): "not authorized". Recorded here.
     Deny,
-    /// Allowed, but a blocking rule refuses the payload (size, forbidden content).
+    /// Allowed, but a blocking rule refuses the payload (size, forbidden content). Recorded
+    /// here.
     Violation,
 }
 
 impl Session {
     /// Publish (and, for a retained message, retain) rights on `topic`, then the blocking
-    /// rules on the payload.
+    /// rules on the payload. Refusals are audited here; what is allowed, by the caller.
     pub(super) async fn check_publish(
         &self,
         policy: &ActivePolicy,
@@ -40,48 +46,46 @@ impl Session {
         payload: &[u8],
     ) -> Verdict {
         let subject = self.subject();
-        let mut ops = vec![Operation::Publish];
-        if retain {
-            ops.push(Operation::Retain);
+        let decision = policy
+            .set
+            .decide(&subject, Operation::Publish, Resource::mqtt_topic(topic));
+        if !decision.check.is_allowed() {
+            self.decision_event(policy, api, packet_id, Operation::Publish, topic, &decision, None)
+                .await;
+            return Verdict::Deny;
         }
-        for op in ops {
-            let decision = policy.set.decide(&subject, op, Resource::mqtt_topic(topic));
-            if !decision.check.is_allowed() {
-                self.decision_event(policy, api, packet_id, op, topic, &decision, None)
+        let retained = if retain {
+            let r = policy
+                .set
+                .decide(&subject, Operation::Retain, Resource::mqtt_topic(topic));
+            if !r.check.is_allowed() {
+                self.decision_event(policy, api, packet_id, Operation::Retain, topic, &r, None)
                     .await;
                 return Verdict::Deny;
             }
-            if op == Operation::Retain {
-                self.decision_event(policy, api, packet_id, op, topic, &decision, None)
-                    .await;
-                continue;
-            }
-            // The publish decision is recorded after the payload checks, with their outcome.
-            let limits = policy.set.mqtt_limits(topic);
-            let violation = if limits.is_empty() {
-                None
-            } else if let Some((max, rule)) = limits
+            Some(r.rule)
+        } else {
+            None
+        };
+        let limits = policy.set.mqtt_limits(topic);
+        if !limits.is_empty() {
+            let violation = match limits
                 .max_record_bytes
                 .as_ref()
                 .filter(|(max, _)| payload.len() as u64 > *max)
             {
-                Some((
+                Some((max, rule)) => Some((
                     rule.clone(),
                     format!("payload of {} bytes over the limit of {max}", payload.len()),
-                ))
-            } else {
-                limits
-                    .content
-                    .iter()
-                    .filter(|c| c.in_value)
-                    .find_map(|c| {
-                        c.find(payload).map(|pattern| {
-                            (
-                                c.rule.clone(),
-                                format!("forbidden content ({}: {pattern})", c.name),
-                            )
-                        })
+                )),
+                None => limits.content.iter().filter(|c| c.in_value).find_map(|c| {
+                    c.find(payload).map(|pattern| {
+                        (
+                            c.rule.clone(),
+                            format!("forbidden content ({}: {pattern})", c.name),
+                        )
                     })
+                }),
             };
             if let Some((rule, detail)) = violation {
                 let decision = Decision {
@@ -89,23 +93,41 @@ impl Session {
                     effect: decision.effect,
                     rule: Some(rule),
                 };
-                self.decision_event(policy, api, packet_id, op, topic, &decision, Some(detail))
-                    .await;
+                self.decision_event(
+                    policy,
+                    api,
+                    packet_id,
+                    Operation::Publish,
+                    topic,
+                    &decision,
+                    Some(detail),
+                )
+                .await;
                 return Verdict::Violation;
             }
-            self.decision_event(policy, api, packet_id, op, topic, &decision, None)
-                .await;
         }
-        Verdict::Allow
+        Verdict::Allow {
+            publish: decision.rule,
+            retain: retained,
+        }
     }
 
-    /// Whether this subscriber may receive a message on `topic`.
-    pub(super) async fn check_delivery(&self, policy: &ActivePolicy, packet_id: u16, topic: &str) -> bool {
+    /// Whether this subscriber may receive a message on `topic`: `Some(rule)` when it may
+    /// (recorded by the caller), `None` when not (recorded here).
+    pub(super) async fn check_delivery(
+        &self,
+        policy: &ActivePolicy,
+        packet_id: u16,
+        topic: &str,
+    ) -> Option<Option<RuleRef>> {
         let decision = policy.set.decide(
             &self.subject(),
             Operation::Subscribe,
             Resource::mqtt_topic(topic),
         );
+        if decision.check.is_allowed() {
+            return Some(decision.rule);
+        }
         self.decision_event(
             policy,
             "DELIVERY",
@@ -116,7 +138,7 @@ impl Session {
             None,
         )
         .await;
-        decision.check.is_allowed()
+        None
     }
 
     /// One filter of a SUBSCRIBE: granted, narrowed (granted, deliveries checked one by one)
@@ -247,6 +269,7 @@ impl Session {
                     rule: rule.map(|r| r.name.to_string()),
                     rule_source: rule.map(|r| format!("{}:{}", r.file, r.line)),
                     detail,
+                    messages: None,
                 },
                 Arc::clone(&policy.version),
             )
@@ -289,43 +312,6 @@ impl Session {
                 },
                 Arc::clone(&policy.version),
             )
-            .await;
-    }
-
-    /// A message that went on (published to the broker, or delivered to this subscriber):
-    /// its size and a digest of the payload as it crossed, after masking.
-    pub(super) async fn records_event(
-        &self,
-        api: &'static str,
-        packet_id: u16,
-        stage: &'static str,
-        topic: &str,
-        payload: &[u8],
-    ) {
-        if !self.records {
-            return;
-        }
-        let digest = blake3::hash(payload);
-        self.audit
-            .emit(AuditEvent::Records {
-                session: self.id,
-                client: self.client,
-                principal: self.identity.principal.clone(),
-                client_id: Some(self.client_id.clone()),
-                api,
-                correlation_id: i32::from(packet_id),
-                stage,
-                partitions: vec![PartitionRecords {
-                    topic: topic.to_owned(),
-                    partition: -1,
-                    error_code: 0,
-                    first_offset: None,
-                    last_offset: None,
-                    records: 1,
-                    bytes: payload.len() as u64,
-                    digest: format!("blake3:{}", hex(digest.as_bytes())),
-                }],
-            })
             .await;
     }
 }

@@ -15,6 +15,7 @@
 //! sender's id space, and the PUBREL that follows a locally answered QoS 2 PUBREC is answered
 //! locally too, so neither side ever sees an id the other did not use.
 
+mod batch;
 mod broker;
 mod client;
 mod connect;

@@ -1,0 +1,185 @@
+//! What one read of a side produces: the packets to write, held until the audit events that
+//! describe them are queued, and the allowed messages counted per (api, operation, topic,
+//! rule) instead of one event each.
+//!
+//! MQTT has no batches of its own: a busy publisher sends thousands of small PUBLISH packets a
+//! second, and an event (JSON, hash chain, write) per message costs more than relaying it.
+//! Everything a read brought is decided first; then each group of allowed messages becomes one
+//! `decision` event with `messages: N` (and, with `[audit] records`, one `records` event with
+//! their count, bytes and a digest of the payloads in order); then the packets go to the
+//! writers, which wait for those events to be durable. A quiet session still gets an event
+//! per message, since each read holds one. Refusals are never counted together: each has its
+//! own event, written as it is decided.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc::Sender;
+
+use super::{End, Session};
+use crate::{
+    audit::{chain::hex, AuditEvent, CloseReason, PartitionRecords},
+    policy::{Operation, RuleRef},
+};
+
+/// Most groups one read may hold; past it, events are written and counting starts again.
+const MAX_TALLIES: usize = 64;
+
+/// Allowed messages of one kind in one read.
+struct Tally {
+    api: &'static str,
+    op: Operation,
+    topic: String,
+    rule: Option<RuleRef>,
+    version: Arc<str>,
+    first_id: u16,
+    messages: u64,
+    /// Set when payloads are described (`records`).
+    payloads: Option<(u64, blake3::Hasher)>,
+}
+
+#[derive(Default)]
+pub(super) struct Batch {
+    to_broker: Vec<Bytes>,
+    to_client: Vec<Bytes>,
+    tallies: Vec<Tally>,
+}
+
+/// One allowed message, as the tally needs it.
+pub(super) struct Allowed<'a> {
+    pub api: &'static str,
+    pub op: Operation,
+    pub topic: &'a str,
+    pub rule: Option<&'a RuleRef>,
+    pub version: &'a Arc<str>,
+    pub packet_id: u16,
+    /// The payload as it goes on (after masking), for the records digest; `None` for
+    /// operations that carry none of their own (retain).
+    pub payload: Option<&'a [u8]>,
+}
+
+impl Batch {
+    pub fn to_broker(&mut self, frame: Bytes) {
+        self.to_broker.push(frame);
+    }
+
+    pub fn to_client(&mut self, frame: Bytes) {
+        self.to_client.push(frame);
+    }
+
+    /// Counts an allowed message (its events come at [`flush`](Self::flush)).
+    pub async fn allowed(&mut self, s: &Session, a: Allowed<'_>) {
+        let same = |t: &Tally| {
+            t.api == a.api
+                && t.op == a.op
+                && t.topic == a.topic
+                && Arc::ptr_eq(&t.version, a.version)
+                && t.rule.as_ref().map(|r| &r.name) == a.rule.map(|r| &r.name)
+        };
+        let at = match self.tallies.iter().position(same) {
+            Some(at) => at,
+            None => {
+                if self.tallies.len() >= MAX_TALLIES {
+                    self.emit(s).await;
+                }
+                self.tallies.push(Tally {
+                    api: a.api,
+                    op: a.op,
+                    topic: a.topic.to_owned(),
+                    rule: a.rule.cloned(),
+                    version: Arc::clone(a.version),
+                    first_id: a.packet_id,
+                    messages: 0,
+                    payloads: None,
+                });
+                self.tallies.len() - 1
+            }
+        };
+        let Some(t) = self.tallies.get_mut(at) else {
+            return;
+        };
+        t.messages += 1;
+        if let (true, Some(payload)) = (s.records, a.payload) {
+            let (bytes, hasher) = t.payloads.get_or_insert_with(|| (0, blake3::Hasher::new()));
+            *bytes += payload.len() as u64;
+            hasher.update(payload);
+        }
+    }
+
+    /// Writes the counted events, then hands the packets to the writers.
+    pub async fn flush(
+        &mut self,
+        s: &Session,
+        to_broker: &Sender<Bytes>,
+        to_client: &Sender<Bytes>,
+    ) -> Result<(), End> {
+        self.emit(s).await;
+        for (queue, frames) in [(to_broker, &mut self.to_broker), (to_client, &mut self.to_client)] {
+            for frame in frames.drain(..) {
+                queue
+                    .send(frame)
+                    .await
+                    .map_err(|_| End::clean(CloseReason::ClientClosed))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the counted events now (what `flush` does first).
+    pub async fn emit(&mut self, s: &Session) {
+        for t in self.tallies.drain(..) {
+            let messages = (t.messages > 1).then_some(t.messages);
+            s.audit
+                .emit_under(
+                    AuditEvent::Decision {
+                        session: s.id,
+                        client: s.client,
+                        principal: s.identity.principal.clone(),
+                        groups: s.identity.groups.clone(),
+                        client_id: Some(s.client_id.clone()),
+                        api: t.api,
+                        correlation_id: i32::from(t.first_id),
+                        operation: t.op.as_str(),
+                        resource_type: super::decide::MQTT_TOPIC,
+                        resource: t.topic.clone(),
+                        decision: "allow",
+                        rule: t.rule.as_ref().map(|r| r.name.to_string()),
+                        rule_source: t.rule.as_ref().map(|r| format!("{}:{}", r.file, r.line)),
+                        detail: None,
+                        messages,
+                    },
+                    Arc::clone(&t.version),
+                )
+                .await;
+            let Some((bytes, hasher)) = t.payloads else {
+                continue;
+            };
+            let stage = if t.api == "DELIVERY" {
+                "delivery"
+            } else {
+                "publish"
+            };
+            s.audit
+                .emit(AuditEvent::Records {
+                    session: s.id,
+                    client: s.client,
+                    principal: s.identity.principal.clone(),
+                    client_id: Some(s.client_id.clone()),
+                    api: t.api,
+                    correlation_id: i32::from(t.first_id),
+                    stage,
+                    partitions: vec![PartitionRecords {
+                        topic: t.topic,
+                        partition: -1,
+                        error_code: 0,
+                        first_offset: None,
+                        last_offset: None,
+                        records: t.messages,
+                        bytes,
+                        digest: format!("blake3:{}", hex(hasher.finalize().as_bytes())),
+                    }],
+                })
+                .await;
+        }
+    }
+}
