@@ -94,9 +94,9 @@ pub async fn run(config: Config, mode: Mode) -> Result<()> {
     };
     let mqtt_credentials = match &config.mqtt.upstream_secrets_file {
         None => None,
-        Some(path) => Some(
-            secrets::load(path).context("loading the interceptor's MQTT broker credentials")?,
-        ),
+        Some(path) => {
+            Some(secrets::load(path).context("loading the interceptor's MQTT broker credentials")?)
+        }
     };
     if mqtt_credentials.is_none()
         && config

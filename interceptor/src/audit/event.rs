@@ -181,6 +181,13 @@ pub enum AuditEvent {
         /// in one event (`correlation_id` is the first one's packet id). Absent: one.
         #[serde(skip_serializing_if = "Option::is_none")]
         messages: Option<u64>,
+        /// MQTT, with `[audit] records`: the payload bytes of those messages as they went on
+        /// (after masking), and a `blake3:` digest of them in order. MQTT has no `records`
+        /// event: a message's decision is its delivery.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        bytes: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        digest: Option<String>,
     },
     /// The policy directory was read again: a new set in force, or a set refused.
     PolicyReload {

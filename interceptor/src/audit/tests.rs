@@ -411,6 +411,8 @@ fn every_event() -> Vec<AuditEvent> {
             rule_source: Some("10-base.yaml:3".into()),
             detail: None,
             messages: None,
+            bytes: None,
+            digest: None,
         },
         AuditEvent::PolicyReload {
             outcome: "rejected",

@@ -143,7 +143,8 @@ impl TopicFilter {
     pub fn overlaps(&self, other: &TopicFilter) -> bool {
         // A topic both match starts with `$` or not: if either filter needs `$` first, the
         // other must not start with a wildcard.
-        if (self.dollar_first() && other.wild_first()) || (other.dollar_first() && self.wild_first())
+        if (self.dollar_first() && other.wild_first())
+            || (other.dollar_first() && self.wild_first())
         {
             return false;
         }
@@ -218,8 +219,16 @@ mod tests {
     fn the_specs_examples_match_as_written() {
         let cases: &[(&str, &str, bool)] = &[
             ("sport/tennis/player1/#", "sport/tennis/player1", true),
-            ("sport/tennis/player1/#", "sport/tennis/player1/ranking", true),
-            ("sport/tennis/player1/#", "sport/tennis/player1/score/wimbledon", true),
+            (
+                "sport/tennis/player1/#",
+                "sport/tennis/player1/ranking",
+                true,
+            ),
+            (
+                "sport/tennis/player1/#",
+                "sport/tennis/player1/score/wimbledon",
+                true,
+            ),
             ("sport/#", "sport", true),
             ("#", "sport/tennis", true),
             ("sport/tennis/+", "sport/tennis/player1", true),
@@ -252,7 +261,13 @@ mod tests {
         assert!(validate_topic_name("a/b").is_ok());
         assert_eq!(parse_shared("$share/g/a/#"), Ok(Some(("g", "a/#"))));
         assert_eq!(parse_shared("a/#"), Ok(None));
-        for bad in ["$share/", "$share/g", "$share//a", "$share/g+/a", "$share/g/"] {
+        for bad in [
+            "$share/",
+            "$share/g",
+            "$share//a",
+            "$share/g+/a",
+            "$share/g/",
+        ] {
             assert!(parse_shared(bad).is_err(), "{bad:?}");
         }
     }

@@ -38,6 +38,6 @@ pub use masking::{FetchMasking, MaskStage, MaskingRule, RevealRefusal};
 pub use masking_schema::{MAX_MASK_DETECTORS, MAX_MASK_FIELDS};
 pub use model::{Effect, RuleRef, ANONYMOUS};
 pub use set::{
-    Decision, Explanation, PolicySet, SubscribeDecision, TopicLimits, MAX_FILES, MAX_FILE_BYTES, MAX_MASKING_RULES,
-    MAX_RULES,
+    Decision, Explanation, PolicySet, SubscribeDecision, TopicLimits, MAX_FILES, MAX_FILE_BYTES,
+    MAX_MASKING_RULES, MAX_RULES,
 };

@@ -428,7 +428,11 @@ impl PolicySet {
     }
 
     /// One filter of an MQTT SUBSCRIBE, by what it could receive (see [`SubscribeDecision`]).
-    pub fn decide_subscribe(&self, subject: &Subject<'_>, filter: &TopicFilter) -> SubscribeDecision {
+    pub fn decide_subscribe(
+        &self,
+        subject: &Subject<'_>,
+        filter: &TopicFilter,
+    ) -> SubscribeDecision {
         let candidates = self
             .index
             .get(slot(Operation::Subscribe, ResourceKind::MqttTopic))

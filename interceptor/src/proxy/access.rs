@@ -208,6 +208,8 @@ impl State {
             rule_source: rule.map(|r| format!("{}:{}", r.file, r.line)),
             detail,
             messages: None,
+            bytes: None,
+            digest: None,
         });
     }
 }

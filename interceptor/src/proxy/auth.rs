@@ -167,7 +167,11 @@ impl Authenticator {
 
     /// A configured user's password, outside SASL (the MQTT CONNECT password). Err: the
     /// audit reason, the same for an unknown user as for a wrong password towards the client.
-    pub fn verify_password(&self, username: &str, password: &str) -> Result<Identity, &'static str> {
+    pub fn verify_password(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<Identity, &'static str> {
         let Some(user) = self.users.get(username) else {
             return Err("unknown_user");
         };

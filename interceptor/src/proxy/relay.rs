@@ -130,7 +130,8 @@ where
                     let seen = super::mqtt::detect::detect(&buf);
                     if !matches!(
                         seen,
-                        super::mqtt::detect::Detected::Kafka | super::mqtt::detect::Detected::Unknown
+                        super::mqtt::detect::Detected::Kafka
+                            | super::mqtt::detect::Detected::Unknown
                     ) {
                         return RelayEnd::new(
                             CloseReason::ProtocolMismatch,

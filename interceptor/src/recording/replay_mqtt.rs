@@ -126,7 +126,11 @@ pub(super) fn text(p: &MqttPacket) -> String {
         s.push_str(&format!(" [{}]", p.filters.join(", ")));
     }
     if !p.reason_codes.is_empty() {
-        let codes: Vec<String> = p.reason_codes.iter().map(|c| format!("0x{c:02x}")).collect();
+        let codes: Vec<String> = p
+            .reason_codes
+            .iter()
+            .map(|c| format!("0x{c:02x}"))
+            .collect();
         s.push_str(&format!(" codes {}", codes.join(" ")));
     }
     s.push_str(&format!(" ({} B)", p.size));

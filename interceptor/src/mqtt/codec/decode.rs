@@ -70,7 +70,9 @@ pub fn decode_connect(raw: &RawPacket, limits: &Limits) -> Result<Connect, Decod
     let flags = cur.u8("connect flags")?;
     // §3.1.2.3: the reserved flag must be 0.
     if flags & 0x01 != 0 {
-        return Err(DecodeError::Malformed("the reserved connect flag is set".into()));
+        return Err(DecodeError::Malformed(
+            "the reserved connect flag is set".into(),
+        ));
     }
     let clean_start = flags & 0x02 != 0;
     let will_flag = flags & 0x04 != 0;
@@ -83,8 +85,8 @@ pub fn decode_connect(raw: &RawPacket, limits: &Limits) -> Result<Connect, Decod
             "will QoS or retain set without a will".into(),
         ));
     }
-    let will_qos = QoS::from_u8(will_qos)
-        .ok_or_else(|| DecodeError::Malformed("will QoS 3".into()))?;
+    let will_qos =
+        QoS::from_u8(will_qos).ok_or_else(|| DecodeError::Malformed("will QoS 3".into()))?;
     // 3.1.1 §3.1.2.9: a password needs a username; MQTT 5 dropped that rule.
     if version == Version::V311 && has_password && !has_username {
         return Err(DecodeError::Malformed(
@@ -203,10 +205,7 @@ pub fn decode(raw: &RawPacket, version: Version, limits: &Limits) -> Result<Pack
             let properties = props(&mut cur, PacketType::SubAck)?;
             let reason_codes = cur.rest().to_vec();
             if !v5 {
-                if let Some(bad) = reason_codes
-                    .iter()
-                    .find(|c| !matches!(c, 0 | 1 | 2 | 0x80))
-                {
+                if let Some(bad) = reason_codes.iter().find(|c| !matches!(c, 0 | 1 | 2 | 0x80)) {
                     return Err(DecodeError::Malformed(format!(
                         "SUBACK return code 0x{bad:02x}"
                     )));
@@ -272,7 +271,9 @@ pub fn decode(raw: &RawPacket, version: Version, limits: &Limits) -> Result<Pack
         }
         PacketType::Auth => {
             if !v5 {
-                return Err(DecodeError::Protocol("AUTH does not exist in MQTT 3.1.1".into()));
+                return Err(DecodeError::Protocol(
+                    "AUTH does not exist in MQTT 3.1.1".into(),
+                ));
             }
             fixed_flags(raw, 0)?;
             let (reason_code, properties) = short_reason(&mut cur, v5, PacketType::Auth)?;
@@ -323,7 +324,12 @@ fn publish(
 }
 
 /// PUBACK, PUBREC, PUBREL, PUBCOMP: the id, then (MQTT 5, when present) reason and properties.
-fn ack(raw: &RawPacket, cur: &mut Cursor<'_>, version: Version, flags: u8) -> Result<Ack, DecodeError> {
+fn ack(
+    raw: &RawPacket,
+    cur: &mut Cursor<'_>,
+    version: Version,
+    flags: u8,
+) -> Result<Ack, DecodeError> {
     fixed_flags(raw, flags)?;
     let packet_id = packet_id(cur)?;
     let (reason_code, properties) = match version {

@@ -6,10 +6,8 @@
 use bytes::BytesMut;
 
 use super::{
-    frame::put_header,
-    props::put_bytes,
-    Ack, Auth, ConnAck, Connect, Disconnect, Packet, PacketType, Properties, Publish, QoS, SubAck,
-    Subscribe, UnsubAck, Unsubscribe, Version,
+    frame::put_header, props::put_bytes, Ack, Auth, ConnAck, Connect, Disconnect, Packet,
+    PacketType, Properties, Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe, Version,
 };
 
 impl Packet {
@@ -139,9 +137,14 @@ impl Publish {
 
 impl Ack {
     pub fn encode(&self, packet: PacketType, version: Version, out: &mut BytesMut) {
-        let first = ((packet as u8) << 4) | if packet == PacketType::PubRel { 0b0010 } else { 0 };
-        let short = version == Version::V311
-            || (self.reason_code == 0 && self.properties.is_empty());
+        let first = ((packet as u8) << 4)
+            | if packet == PacketType::PubRel {
+                0b0010
+            } else {
+                0
+            };
+        let short =
+            version == Version::V311 || (self.reason_code == 0 && self.properties.is_empty());
         if short {
             put_header(out, first, 2);
             out.extend_from_slice(&self.packet_id.to_be_bytes());

@@ -107,11 +107,18 @@ impl PropertyId {
             | SubscriptionIdentifierAvailable
             | SharedSubscriptionAvailable => Wire::Byte,
             ServerKeepAlive | ReceiveMaximum | TopicAliasMaximum | TopicAlias => Wire::TwoByte,
-            MessageExpiryInterval | SessionExpiryInterval | WillDelayInterval
+            MessageExpiryInterval
+            | SessionExpiryInterval
+            | WillDelayInterval
             | MaximumPacketSize => Wire::FourByte,
             SubscriptionIdentifier => Wire::VarInt,
-            ContentType | ResponseTopic | AssignedClientIdentifier | AuthenticationMethod
-            | ResponseInformation | ServerReference | ReasonString => Wire::Utf8,
+            ContentType
+            | ResponseTopic
+            | AssignedClientIdentifier
+            | AuthenticationMethod
+            | ResponseInformation
+            | ServerReference
+            | ReasonString => Wire::Utf8,
             CorrelationData | AuthenticationData => Wire::Binary,
             UserProperty => Wire::Pair,
         }
@@ -134,7 +141,10 @@ impl PropertyId {
             );
         };
         match self {
-            PayloadFormatIndicator | MessageExpiryInterval | ContentType | ResponseTopic
+            PayloadFormatIndicator
+            | MessageExpiryInterval
+            | ContentType
+            | ResponseTopic
             | CorrelationData => packet == P::Publish,
             SubscriptionIdentifier => matches!(packet, P::Publish | P::Subscribe),
             SessionExpiryInterval => matches!(packet, P::Connect | P::ConnAck | P::Disconnect),
@@ -328,9 +338,10 @@ impl Properties {
                 Wire::VarInt => Property::VarInt(id, list.varint("property value")?),
                 Wire::Utf8 => Property::Utf8(id, list.string("property value")?),
                 Wire::Binary => Property::Binary(id, list.binary("property value")?),
-                Wire::Pair => {
-                    Property::UserProperty(list.string("user property")?, list.string("user property")?)
-                }
+                Wire::Pair => Property::UserProperty(
+                    list.string("user property")?,
+                    list.string("user property")?,
+                ),
             };
             check_value(&p)?;
             items.push(p);

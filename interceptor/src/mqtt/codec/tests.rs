@@ -81,16 +81,30 @@ fn connects_of_both_versions_decode_and_encode_back() {
     assert!(c.clean_start);
     assert_eq!(c.keep_alive, 60);
     assert_eq!(c.client_id, "c1");
-    assert_eq!(c.properties.u32_of(PropertyId::SessionExpiryInterval), Some(300));
+    assert_eq!(
+        c.properties.u32_of(PropertyId::SessionExpiryInterval),
+        Some(300)
+    );
     let will = c.will.as_ref().unwrap();
     assert_eq!(
-        (will.topic.as_str(), &will.payload[..], will.qos, will.retain),
+        (
+            will.topic.as_str(),
+            &will.payload[..],
+            will.qos,
+            will.retain
+        ),
         ("w/bye", &b"gone"[..], QoS::AtLeastOnce, true)
     );
-    assert_eq!(will.properties.u32_of(PropertyId::WillDelayInterval), Some(10));
+    assert_eq!(
+        will.properties.u32_of(PropertyId::WillDelayInterval),
+        Some(10)
+    );
     assert_eq!(c.username.as_deref(), Some("alice"));
     assert_eq!(c.password.as_deref(), Some(&b"eyJ.."[..]));
-    assert_eq!(encoded(&Packet::Connect(c.clone()), Version::V5), CONNECT_V5);
+    assert_eq!(
+        encoded(&Packet::Connect(c.clone()), Version::V5),
+        CONNECT_V5
+    );
 
     let c3 = decode_connect(&raw(CONNECT_V3), &LIMITS).unwrap();
     assert_eq!(c3.version, Version::V311);
@@ -125,14 +139,23 @@ fn every_packet_of_both_versions_round_trips() {
     // v3.1.1
     round_trip(&[0x20, 0x02, 0x01, 0x00], Version::V311); // CONNACK, session present
     round_trip(&[0x30, 0x05, 0x00, 0x01, b't', b'x', b'y'], Version::V311); // PUBLISH QoS 0
-    round_trip(&[0x3d, 0x07, 0x00, 0x01, b't', 0x00, 0x09, b'x', b'y'], Version::V311); // QoS 2, dup, retain
+    round_trip(
+        &[0x3d, 0x07, 0x00, 0x01, b't', 0x00, 0x09, b'x', b'y'],
+        Version::V311,
+    ); // QoS 2, dup, retain
     round_trip(&[0x40, 0x02, 0x00, 0x09], Version::V311); // PUBACK 9
     round_trip(&[0x50, 0x02, 0x00, 0x09], Version::V311); // PUBREC
     round_trip(&[0x62, 0x02, 0x00, 0x09], Version::V311); // PUBREL (flags 0010)
     round_trip(&[0x70, 0x02, 0x00, 0x09], Version::V311); // PUBCOMP
-    round_trip(&[0x82, 0x08, 0x00, 0x05, 0x00, 0x03, b'a', b'/', b'#', 0x01], Version::V311); // SUBSCRIBE
+    round_trip(
+        &[0x82, 0x08, 0x00, 0x05, 0x00, 0x03, b'a', b'/', b'#', 0x01],
+        Version::V311,
+    ); // SUBSCRIBE
     round_trip(&[0x90, 0x04, 0x00, 0x05, 0x01, 0x80], Version::V311); // SUBACK
-    round_trip(&[0xa2, 0x07, 0x00, 0x05, 0x00, 0x03, b'a', b'/', b'#'], Version::V311); // UNSUBSCRIBE
+    round_trip(
+        &[0xa2, 0x07, 0x00, 0x05, 0x00, 0x03, b'a', b'/', b'#'],
+        Version::V311,
+    ); // UNSUBSCRIBE
     round_trip(&[0xb0, 0x02, 0x00, 0x05], Version::V311); // UNSUBACK
     round_trip(&[0xc0, 0x00], Version::V311); // PINGREQ
     round_trip(&[0xd0, 0x00], Version::V311); // PINGRESP
@@ -147,7 +170,9 @@ fn every_packet_of_both_versions_round_trips() {
         0x22, 0x00, 0x0a,       //   topic alias maximum 10
         0x12, 0x00, 0x01, b'x', //   assigned client id "x"
     ];
-    let Packet::ConnAck(c) = round_trip(&connack, Version::V5) else { panic!() };
+    let Packet::ConnAck(c) = round_trip(&connack, Version::V5) else {
+        panic!()
+    };
     assert_eq!(c.properties.u16_of(PropertyId::TopicAliasMaximum), Some(10));
     #[rustfmt::skip]
     let publish = [
@@ -159,12 +184,17 @@ fn every_packet_of_both_versions_round_trips() {
         0x26, 0x00, 0x01, b'k', 0x00, 0x01, b'v', // user property k=v
         b'p',                   // payload
     ];
-    let Packet::Publish(p) = round_trip(&publish, Version::V5) else { panic!() };
+    let Packet::Publish(p) = round_trip(&publish, Version::V5) else {
+        panic!()
+    };
     assert_eq!((p.topic.as_str(), p.packet_id), ("", Some(2)));
     round_trip(&[0x40, 0x02, 0x00, 0x09], Version::V5); // PUBACK, short form
     round_trip(&[0x40, 0x03, 0x00, 0x09, 0x87], Version::V5); // PUBACK not authorized
-    // PUBREC 0x10 with a reason string "r".
-    round_trip(&[0x50, 0x08, 0x00, 0x09, 0x10, 0x04, 0x1f, 0x00, 0x01, b'r'], Version::V5);
+                                                              // PUBREC 0x10 with a reason string "r".
+    round_trip(
+        &[0x50, 0x08, 0x00, 0x09, 0x10, 0x04, 0x1f, 0x00, 0x01, b'r'],
+        Version::V5,
+    );
     round_trip(&[0x62, 0x02, 0x00, 0x09], Version::V5); // PUBREL
     round_trip(&[0x70, 0x03, 0x00, 0x09, 0x92], Version::V5); // PUBCOMP id not found
     #[rustfmt::skip]
@@ -175,17 +205,31 @@ fn every_packet_of_both_versions_round_trips() {
         0x00, 0x03, b'a', b'/', b'+', // filter "a/+"
         0x2e,                   // retain handling 2, retain as published, no local, QoS 2
     ];
-    let Packet::Subscribe(s) = round_trip(&subscribe, Version::V5) else { panic!() };
+    let Packet::Subscribe(s) = round_trip(&subscribe, Version::V5) else {
+        panic!()
+    };
     let o = s.filters[0].1;
-    assert_eq!((o.qos, o.no_local, o.retain_as_published, o.retain_handling), (QoS::ExactlyOnce, true, true, 2));
+    assert_eq!(
+        (o.qos, o.no_local, o.retain_as_published, o.retain_handling),
+        (QoS::ExactlyOnce, true, true, 2)
+    );
     round_trip(&[0x90, 0x05, 0x00, 0x05, 0x00, 0x02, 0x87], Version::V5); // SUBACK
-    round_trip(&[0xa2, 0x06, 0x00, 0x05, 0x00, 0x00, 0x01, b'a'], Version::V5); // UNSUBSCRIBE
+    round_trip(
+        &[0xa2, 0x06, 0x00, 0x05, 0x00, 0x00, 0x01, b'a'],
+        Version::V5,
+    ); // UNSUBSCRIBE
     round_trip(&[0xb0, 0x04, 0x00, 0x05, 0x00, 0x11], Version::V5); // UNSUBACK no subscription
     round_trip(&[0xe0, 0x00], Version::V5); // DISCONNECT, short form
     round_trip(&[0xe0, 0x01, 0x04], Version::V5); // DISCONNECT with will
-    round_trip(&[0xe0, 0x06, 0x8e, 0x04, 0x1f, 0x00, 0x01, b'x'], Version::V5); // taken over
+    round_trip(
+        &[0xe0, 0x06, 0x8e, 0x04, 0x1f, 0x00, 0x01, b'x'],
+        Version::V5,
+    ); // taken over
     round_trip(&[0xf0, 0x00], Version::V5); // AUTH success
-    round_trip(&[0xf0, 0x08, 0x18, 0x06, 0x15, 0x00, 0x03, b'J', b'W', b'T'], Version::V5); // AUTH continue
+    round_trip(
+        &[0xf0, 0x08, 0x18, 0x06, 0x15, 0x00, 0x03, b'J', b'W', b'T'],
+        Version::V5,
+    ); // AUTH continue
 }
 
 #[test]
@@ -198,8 +242,20 @@ fn split_waits_for_whole_packets_and_refuses_what_cannot_be_one() {
     }
     // Two packets in one buffer.
     let mut buf = BytesMut::from(&[0xc0, 0x00, 0xd0, 0x00][..]);
-    assert_eq!(split_packet(&mut buf, &LIMITS).unwrap().unwrap().packet_type, PacketType::PingReq);
-    assert_eq!(split_packet(&mut buf, &LIMITS).unwrap().unwrap().packet_type, PacketType::PingResp);
+    assert_eq!(
+        split_packet(&mut buf, &LIMITS)
+            .unwrap()
+            .unwrap()
+            .packet_type,
+        PacketType::PingReq
+    );
+    assert_eq!(
+        split_packet(&mut buf, &LIMITS)
+            .unwrap()
+            .unwrap()
+            .packet_type,
+        PacketType::PingResp
+    );
     assert_eq!(split_packet(&mut buf, &LIMITS), Ok(None));
     // A five-byte remaining length.
     let mut buf = BytesMut::from(&[0x30, 0xff, 0xff, 0xff, 0xff, 0x01][..]);
@@ -207,11 +263,20 @@ fn split_waits_for_whole_packets_and_refuses_what_cannot_be_one() {
     // Over the limit: refused on the length alone.
     let mut buf = BytesMut::from(&[0x30, 0x80, 0x80, 0x04][..]);
     let e = split_packet(&mut buf, &LIMITS).unwrap_err();
-    assert_eq!(e, FrameError::TooLarge { size: 65_540, max: 65_536 });
+    assert_eq!(
+        e,
+        FrameError::TooLarge {
+            size: 65_540,
+            max: 65_536
+        }
+    );
     assert_eq!(e.reason_code(), reason::PACKET_TOO_LARGE);
     // Type 0.
     let mut buf = BytesMut::from(&[0x00, 0x00][..]);
-    assert_eq!(split_packet(&mut buf, &LIMITS), Err(FrameError::ReservedType));
+    assert_eq!(
+        split_packet(&mut buf, &LIMITS),
+        Err(FrameError::ReservedType)
+    );
     // A non-minimal length is accepted on decode.
     let r = raw(&[0xc0, 0x80, 0x00]);
     assert_eq!(decode(&r, Version::V311, &LIMITS), Ok(Packet::PingReq));
@@ -224,7 +289,11 @@ fn malformed_packets_are_refused_with_their_reason_codes() {
     let v5 = Version::V5;
     let cases: &[(&[u8], Version, u8)] = &[
         // PUBLISH QoS 3.
-        (&[0x36, 0x05, 0x00, 0x01, b't', 0x00, 0x01], v3, MALFORMED_PACKET),
+        (
+            &[0x36, 0x05, 0x00, 0x01, b't', 0x00, 0x01],
+            v3,
+            MALFORMED_PACKET,
+        ),
         // DUP on QoS 0.
         (&[0x38, 0x03, 0x00, 0x01, b't'], v3, MALFORMED_PACKET),
         // A wildcard in a topic name.
@@ -233,7 +302,11 @@ fn malformed_packets_are_refused_with_their_reason_codes() {
         (&[0x30, 0x03, 0x00, 0x00, 0x00], v5, PROTOCOL_ERROR),
         (&[0x30, 0x02, 0x00, 0x00], v3, PROTOCOL_ERROR),
         // Packet id 0.
-        (&[0x32, 0x05, 0x00, 0x01, b't', 0x00, 0x00], v3, PROTOCOL_ERROR),
+        (
+            &[0x32, 0x05, 0x00, 0x01, b't', 0x00, 0x00],
+            v3,
+            PROTOCOL_ERROR,
+        ),
         // Topic bytes past the end.
         (&[0x30, 0x03, 0x00, 0x09, b't'], v3, MALFORMED_PACKET),
         // Invalid UTF-8 and U+0000 in a topic.
@@ -241,14 +314,34 @@ fn malformed_packets_are_refused_with_their_reason_codes() {
         (&[0x30, 0x03, 0x00, 0x01, 0x00], v3, MALFORMED_PACKET),
         // PUBREL with flags 0000, SUBSCRIBE with 0000.
         (&[0x60, 0x02, 0x00, 0x01], v3, MALFORMED_PACKET),
-        (&[0x80, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x00], v3, MALFORMED_PACKET),
+        (
+            &[0x80, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x00],
+            v3,
+            MALFORMED_PACKET,
+        ),
         // SUBSCRIBE without filters, with QoS 3, with reserved bits (3.1.1), retain handling 3.
         (&[0x82, 0x02, 0x00, 0x01], v3, PROTOCOL_ERROR),
-        (&[0x82, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x03], v3, MALFORMED_PACKET),
-        (&[0x82, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x04], v3, MALFORMED_PACKET),
-        (&[0x82, 0x07, 0x00, 0x01, 0x00, 0x00, 0x01, b'a', 0x30], v5, MALFORMED_PACKET),
+        (
+            &[0x82, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x03],
+            v3,
+            MALFORMED_PACKET,
+        ),
+        (
+            &[0x82, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x04],
+            v3,
+            MALFORMED_PACKET,
+        ),
+        (
+            &[0x82, 0x07, 0x00, 0x01, 0x00, 0x00, 0x01, b'a', 0x30],
+            v5,
+            MALFORMED_PACKET,
+        ),
         // An empty filter.
-        (&[0x82, 0x05, 0x00, 0x01, 0x00, 0x00, 0x00], v3, MALFORMED_PACKET),
+        (
+            &[0x82, 0x05, 0x00, 0x01, 0x00, 0x00, 0x00],
+            v3,
+            MALFORMED_PACKET,
+        ),
         // UNSUBSCRIBE without filters.
         (&[0xa2, 0x02, 0x00, 0x01], v3, PROTOCOL_ERROR),
         // Trailing bytes: PINGREQ with a body, 3.1.1 PUBACK with a reason, DISCONNECT 3.1.1.
@@ -263,16 +356,46 @@ fn malformed_packets_are_refused_with_their_reason_codes() {
         (&[0x20, 0x02, 0x02, 0x00], v3, MALFORMED_PACKET),
         // Properties: not allowed in the packet, repeated, longer than the packet, zero
         // where zero is an error, cut short, unknown.
-        (&[0x40, 0x07, 0x00, 0x01, 0x00, 0x03, 0x23, 0x00, 0x01], v5, PROTOCOL_ERROR),
-        (&[0x30, 0x08, 0x00, 0x01, b't', 0x04, 0x01, 0x00, 0x01, 0x01], v5, PROTOCOL_ERROR),
-        (&[0x30, 0x06, 0x00, 0x01, b't', 0x09, 0x01, 0x00], v5, MALFORMED_PACKET),
-        (&[0x30, 0x07, 0x00, 0x00, 0x03, 0x23, 0x00, 0x00, b'p'], v5, PROTOCOL_ERROR),
-        (&[0x82, 0x08, 0x00, 0x01, 0x01, 0x0b, 0x00, 0x01, b'a', 0x00], v5, MALFORMED_PACKET),
-        (&[0x82, 0x09, 0x00, 0x01, 0x02, 0x0b, 0x00, 0x00, 0x01, b'a', 0x00], v5, PROTOCOL_ERROR),
+        (
+            &[0x40, 0x07, 0x00, 0x01, 0x00, 0x03, 0x23, 0x00, 0x01],
+            v5,
+            PROTOCOL_ERROR,
+        ),
+        (
+            &[0x30, 0x08, 0x00, 0x01, b't', 0x04, 0x01, 0x00, 0x01, 0x01],
+            v5,
+            PROTOCOL_ERROR,
+        ),
+        (
+            &[0x30, 0x06, 0x00, 0x01, b't', 0x09, 0x01, 0x00],
+            v5,
+            MALFORMED_PACKET,
+        ),
+        (
+            &[0x30, 0x07, 0x00, 0x00, 0x03, 0x23, 0x00, 0x00, b'p'],
+            v5,
+            PROTOCOL_ERROR,
+        ),
+        (
+            &[0x82, 0x08, 0x00, 0x01, 0x01, 0x0b, 0x00, 0x01, b'a', 0x00],
+            v5,
+            MALFORMED_PACKET,
+        ),
+        (
+            &[
+                0x82, 0x09, 0x00, 0x01, 0x02, 0x0b, 0x00, 0x00, 0x01, b'a', 0x00,
+            ],
+            v5,
+            PROTOCOL_ERROR,
+        ),
         (&[0xe0, 0x03, 0x00, 0x01, 0x7f], v5, MALFORMED_PACKET),
         (&[0xe0, 0x03, 0x00, 0x09, 0x11], v5, MALFORMED_PACKET),
         // Payload format indicator 2.
-        (&[0x30, 0x06, 0x00, 0x01, b't', 0x02, 0x01, 0x02], v5, PROTOCOL_ERROR),
+        (
+            &[0x30, 0x06, 0x00, 0x01, b't', 0x02, 0x01, 0x02],
+            v5,
+            PROTOCOL_ERROR,
+        ),
     ];
     for (bytes, version, code) in cases {
         let e = error_of(bytes, *version);
@@ -284,26 +407,42 @@ fn malformed_packets_are_refused_with_their_reason_codes() {
 fn connect_rules_of_each_version() {
     let bad = |bytes: &[u8]| decode_connect(&raw(bytes), &LIMITS).unwrap_err();
     // MQTT 3.1 (MQIsdp, level 3).
-    let e = bad(&[0x10, 0x0e, 0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3, 2, 0, 60, 0, 0]);
-    assert!(matches!(e, DecodeError::UnsupportedVersion { level: 3, .. }));
+    let e = bad(&[
+        0x10, 0x0e, 0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3, 2, 0, 60, 0, 0,
+    ]);
+    assert!(matches!(
+        e,
+        DecodeError::UnsupportedVersion { level: 3, .. }
+    ));
     assert_eq!(e.reason_code(), reason::UNSUPPORTED_PROTOCOL_VERSION);
     // Level 6.
     let e = bad(&[0x10, 0x0c, 0, 4, b'M', b'Q', b'T', b'T', 6, 2, 0, 60, 0, 0]);
-    assert!(matches!(e, DecodeError::UnsupportedVersion { level: 6, .. }));
+    assert!(matches!(
+        e,
+        DecodeError::UnsupportedVersion { level: 6, .. }
+    ));
     // Reserved flag.
     let e = bad(&[0x10, 0x0c, 0, 4, b'M', b'Q', b'T', b'T', 4, 3, 0, 60, 0, 0]);
     assert_eq!(e.reason_code(), reason::MALFORMED_PACKET);
     // Will QoS without a will.
-    let e = bad(&[0x10, 0x0c, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x0a, 0, 60, 0, 0]);
+    let e = bad(&[
+        0x10, 0x0c, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x0a, 0, 60, 0, 0,
+    ]);
     assert_eq!(e.reason_code(), reason::MALFORMED_PACKET);
     // Will QoS 3.
-    let e = bad(&[0x10, 0x12, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x1e, 0, 60, 0, 0, 0, 1, b't', 0, 0, 0]);
+    let e = bad(&[
+        0x10, 0x12, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x1e, 0, 60, 0, 0, 0, 1, b't', 0, 0, 0,
+    ]);
     assert_eq!(e.reason_code(), reason::MALFORMED_PACKET);
     // A password without a username: malformed in 3.1.1, allowed in 5.
-    let e = bad(&[0x10, 0x0f, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x42, 0, 60, 0, 0, 0, 1, b'p']);
+    let e = bad(&[
+        0x10, 0x0f, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x42, 0, 60, 0, 0, 0, 1, b'p',
+    ]);
     assert_eq!(e.reason_code(), reason::MALFORMED_PACKET);
     let ok = decode_connect(
-        &raw(&[0x10, 0x10, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x42, 0, 60, 0, 0, 0, 0, 1, b'p']),
+        &raw(&[
+            0x10, 0x10, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x42, 0, 60, 0, 0, 0, 0, 1, b'p',
+        ]),
         &LIMITS,
     )
     .unwrap();
@@ -312,10 +451,14 @@ fn connect_rules_of_each_version() {
     let e = bad(&[0x10, 0x0c, 0, 4, b'M', b'Q', b'T', b'T', 4, 0, 0, 60, 0, 0]);
     assert_eq!(e, DecodeError::ClientIdRejected);
     // A will with a wildcard topic.
-    let e = bad(&[0x10, 0x11, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x06, 0, 60, 0, 0, 0, 1, b'#', 0, 0]);
+    let e = bad(&[
+        0x10, 0x11, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x06, 0, 60, 0, 0, 0, 1, b'#', 0, 0,
+    ]);
     assert_eq!(e.reason_code(), reason::TOPIC_NAME_INVALID);
     // Trailing bytes.
-    let e = bad(&[0x10, 0x0d, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 0, 9]);
+    let e = bad(&[
+        0x10, 0x0d, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 0, 9,
+    ]);
     assert_eq!(e.reason_code(), reason::MALFORMED_PACKET);
     // A will property not allowed in a will (topic alias).
     let e = bad(&[
@@ -334,7 +477,9 @@ fn topics_longer_than_the_limit_are_refused() {
     let r = raw(&[0x30, 0x07, 0x00, 0x04, b'a', b'/', b'b', b'c', 0x00]);
     let e = decode(&r, Version::V5, &small).unwrap_err();
     assert_eq!(e.reason_code(), reason::TOPIC_NAME_INVALID);
-    let r = raw(&[0x82, 0x09, 0x00, 0x01, 0x00, 0x04, b'a', b'/', b'b', b'c', 0x00]);
+    let r = raw(&[
+        0x82, 0x09, 0x00, 0x01, 0x00, 0x04, b'a', b'/', b'b', b'c', 0x00,
+    ]);
     let e = decode(&r, Version::V311, &small).unwrap_err();
     assert_eq!(e.reason_code(), reason::TOPIC_FILTER_INVALID);
 }
@@ -412,7 +557,13 @@ impl Rng {
     fn packet(&mut self, version: Version) -> Packet {
         use PropertyId as P;
         let v5 = version == Version::V5;
-        let code = |r: &mut Rng| if v5 { [0, 0x10, 0x80, 0x87, 0x92][r.below(5) as usize] } else { 0 };
+        let code = |r: &mut Rng| {
+            if v5 {
+                [0, 0x10, 0x80, 0x87, 0x92][r.below(5) as usize]
+            } else {
+                0
+            }
+        };
         match self.below(14) {
             0 => {
                 let will = self.coin().then(|| Will {
@@ -432,7 +583,15 @@ impl Rng {
                     protocol_name: "MQTT".into(),
                     clean_start: true,
                     keep_alive: self.below(600) as u16,
-                    properties: self.props(version, &[P::SessionExpiryInterval, P::ReceiveMaximum, P::TopicAliasMaximum, P::UserProperty]),
+                    properties: self.props(
+                        version,
+                        &[
+                            P::SessionExpiryInterval,
+                            P::ReceiveMaximum,
+                            P::TopicAliasMaximum,
+                            P::UserProperty,
+                        ],
+                    ),
                     client_id: self.text(10),
                     will,
                     username,
@@ -442,7 +601,10 @@ impl Rng {
             1 => Packet::ConnAck(ConnAck {
                 session_present: self.coin(),
                 reason_code: if v5 { code(self) } else { self.below(6) as u8 },
-                properties: self.props(version, &[P::ReasonString, P::TopicAliasMaximum, P::UserProperty]),
+                properties: self.props(
+                    version,
+                    &[P::ReasonString, P::TopicAliasMaximum, P::UserProperty],
+                ),
             }),
             2 => {
                 let qos = self.qos();
@@ -452,7 +614,17 @@ impl Rng {
                     retain: self.coin(),
                     topic: self.topic(),
                     packet_id: (qos != QoS::AtMostOnce).then(|| self.id()),
-                    properties: self.props(version, &[P::PayloadFormatIndicator, P::MessageExpiryInterval, P::ContentType, P::CorrelationData, P::UserProperty, P::SubscriptionIdentifier]),
+                    properties: self.props(
+                        version,
+                        &[
+                            P::PayloadFormatIndicator,
+                            P::MessageExpiryInterval,
+                            P::ContentType,
+                            P::CorrelationData,
+                            P::UserProperty,
+                            P::SubscriptionIdentifier,
+                        ],
+                    ),
                     payload: Bytes::from(self.text(200).into_bytes()),
                 })
             }
@@ -489,7 +661,9 @@ impl Rng {
             8 => Packet::SubAck(SubAck {
                 packet_id: self.id(),
                 properties: self.props(version, &[P::ReasonString]),
-                reason_codes: (0..1 + self.below(4)).map(|_| [0, 1, 2, 0x80][self.below(4) as usize]).collect(),
+                reason_codes: (0..1 + self.below(4))
+                    .map(|_| [0, 1, 2, 0x80][self.below(4) as usize])
+                    .collect(),
             }),
             9 => Packet::Unsubscribe(Unsubscribe {
                 packet_id: self.id(),
@@ -499,7 +673,13 @@ impl Rng {
             10 => Packet::UnsubAck(UnsubAck {
                 packet_id: self.id(),
                 properties: self.props(version, &[P::ReasonString]),
-                reason_codes: if v5 { (0..1 + self.below(3)).map(|_| [0, 0x11][self.below(2) as usize]).collect() } else { Vec::new() },
+                reason_codes: if v5 {
+                    (0..1 + self.below(3))
+                        .map(|_| [0, 0x11][self.below(2) as usize])
+                        .collect()
+                } else {
+                    Vec::new()
+                },
             }),
             11 => {
                 if self.coin() {
@@ -529,7 +709,11 @@ fn generated_packets_round_trip_and_mutations_never_panic() {
         max_topic_bytes: 1024,
     };
     for i in 0..6_000 {
-        let version = if i % 2 == 0 { Version::V5 } else { Version::V311 };
+        let version = if i % 2 == 0 {
+            Version::V5
+        } else {
+            Version::V311
+        };
         let p = rng.packet(version);
         let bytes = encoded(&p, version);
         let mut buf = BytesMut::from(&bytes[..]);

@@ -67,10 +67,12 @@ pub(crate) async fn mask_publish(
         let mut current: Option<Vec<u8>> = None;
         for rule in rules.iter().filter(|r| r.rule.spec().parts.value) {
             let input = current.as_deref().unwrap_or(payload);
-            match rule
-                .rule
-                .mask(Part::Value, input, &mut tokens as &mut dyn Tokens, &mut stats)
-            {
+            match rule.rule.mask(
+                Part::Value,
+                input,
+                &mut tokens as &mut dyn Tokens,
+                &mut stats,
+            ) {
                 Ok(Some(out)) => current = Some(out),
                 Ok(None) => {}
                 Err(MaskError::Malformed { detail, .. }) => {
@@ -154,7 +156,10 @@ pub(crate) async fn mask_delivery(
     let mut current: Option<Vec<u8>> = None;
     for rule in rules.reveal.iter().filter(|r| r.rule.spec().parts.value) {
         let input = current.as_deref().unwrap_or(payload);
-        if let Some(revealed) = rule.rule.reveal(Part::Value, input, &values, &mut out.stats) {
+        if let Some(revealed) = rule
+            .rule
+            .reveal(Part::Value, input, &values, &mut out.stats)
+        {
             current = Some(revealed);
             out.revealed = true;
         }

@@ -4,26 +4,31 @@
 //!
 //! MQTT has no batches of its own: a busy publisher sends thousands of small PUBLISH packets a
 //! second, and an event (JSON, hash chain, write) per message costs more than relaying it.
-//! Everything a read brought is decided first; then each group of allowed messages becomes one
-//! `decision` event with `messages: N` (and, with `[audit] records`, one `records` event with
-//! their count, bytes and a digest of the payloads in order); then the packets go to the
-//! writers, which wait for those events to be durable. A quiet session still gets an event
-//! per message, since each read holds one. Refusals are never counted together: each has its
-//! own event, written as it is decided.
+//! Everything a read brought is decided first (and whatever arrived meanwhile, up to a bound);
+//! then each group of allowed messages becomes one `decision` event with `messages: N` (and,
+//! with `[audit] records`, their payload bytes and a digest of the payloads in order); then the
+//! packets go to the writers, which wait for those events to be durable. A quiet session
+//! still gets an event per message, since each read holds one. Refusals are never counted
+//! together: each has its own event, written as it is decided.
 
-use std::sync::Arc;
+use std::{future::Future, sync::Arc, task::Poll};
 
-use bytes::Bytes;
-use tokio::sync::mpsc::Sender;
+use bytes::{Bytes, BytesMut};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt},
+    sync::mpsc::Sender,
+};
 
 use super::{End, Session};
 use crate::{
-    audit::{chain::hex, AuditEvent, CloseReason, PartitionRecords},
+    audit::{chain::hex, AuditEvent, AuditLog, CloseReason},
     policy::{Operation, RuleRef},
 };
 
 /// Most groups one read may hold; past it, events are written and counting starts again.
 const MAX_TALLIES: usize = 64;
+/// Most packets decided before their events are written and they go on.
+const MAX_PACKETS: usize = 256;
 
 /// Allowed messages of one kind in one read.
 struct Tally {
@@ -38,8 +43,30 @@ struct Tally {
     payloads: Option<(u64, blake3::Hasher)>,
 }
 
-#[derive(Default)]
+/// Reads what has already arrived, without waiting, when the batch has packets and room:
+/// under load a read returns as soon as one packet is in, and by the time it is decided more
+/// are. `true` when bytes were read (decide them before writing anything).
+pub(super) async fn read_more_now<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    pending: usize,
+) -> bool {
+    if pending == 0 || pending >= MAX_PACKETS {
+        return false;
+    }
+    buf.reserve(8 * 1024);
+    // The read polled once: ready data is taken, nothing is waited for (a zero timeout would
+    // wait for the timer wheel's next millisecond). End of stream and errors are left for the
+    // next, waiting, read, which sees them again.
+    let mut read = std::pin::pin!(rd.read_buf(buf));
+    let polled = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
+    matches!(polled, Poll::Ready(Ok(n)) if n > 0)
+}
+
 pub(super) struct Batch {
+    /// This side's own audit handle: its flush waits for its own events only, so one
+    /// direction waiting for the disk never holds up the other.
+    pub audit: AuditLog,
     to_broker: Vec<Bytes>,
     to_client: Vec<Bytes>,
     tallies: Vec<Tally>,
@@ -59,6 +86,15 @@ pub(super) struct Allowed<'a> {
 }
 
 impl Batch {
+    pub fn new(audit: AuditLog) -> Self {
+        Self {
+            audit,
+            to_broker: Vec::new(),
+            to_client: Vec::new(),
+            tallies: Vec::new(),
+        }
+    }
+
     pub fn to_broker(&mut self, frame: Bytes) {
         self.to_broker.push(frame);
     }
@@ -106,7 +142,9 @@ impl Batch {
         }
     }
 
-    /// Writes the counted events, then hands the packets to the writers.
+    /// Writes the counted events, waits until this side's events are durable, then hands the
+    /// packets to the writers. While it waits, what the peer sends piles up in the socket, so
+    /// the next read decides more at once.
     pub async fn flush(
         &mut self,
         s: &Session,
@@ -114,7 +152,16 @@ impl Batch {
         to_client: &Sender<Bytes>,
     ) -> Result<(), End> {
         self.emit(s).await;
-        for (queue, frames) in [(to_broker, &mut self.to_broker), (to_client, &mut self.to_client)] {
+        if self.to_broker.is_empty() && self.to_client.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.audit.sync().await {
+            return Err(End::new(CloseReason::AuditUnavailable, e.to_string()));
+        }
+        for (queue, frames) in [
+            (to_broker, &mut self.to_broker),
+            (to_client, &mut self.to_client),
+        ] {
             for frame in frames.drain(..) {
                 queue
                     .send(frame)
@@ -129,7 +176,14 @@ impl Batch {
     pub async fn emit(&mut self, s: &Session) {
         for t in self.tallies.drain(..) {
             let messages = (t.messages > 1).then_some(t.messages);
-            s.audit
+            let (bytes, digest) = match t.payloads {
+                Some((bytes, hasher)) => (
+                    Some(bytes),
+                    Some(format!("blake3:{}", hex(hasher.finalize().as_bytes()))),
+                ),
+                None => (None, None),
+            };
+            self.audit
                 .emit_under(
                     AuditEvent::Decision {
                         session: s.id,
@@ -141,45 +195,23 @@ impl Batch {
                         correlation_id: i32::from(t.first_id),
                         operation: t.op.as_str(),
                         resource_type: super::decide::MQTT_TOPIC,
-                        resource: t.topic.clone(),
+                        resource: t.topic,
                         decision: "allow",
                         rule: t.rule.as_ref().map(|r| r.name.to_string()),
                         rule_source: t.rule.as_ref().map(|r| format!("{}:{}", r.file, r.line)),
                         detail: None,
                         messages,
+                        bytes,
+                        digest,
                     },
                     Arc::clone(&t.version),
                 )
                 .await;
-            let Some((bytes, hasher)) = t.payloads else {
-                continue;
-            };
-            let stage = if t.api == "DELIVERY" {
-                "delivery"
-            } else {
-                "publish"
-            };
-            s.audit
-                .emit(AuditEvent::Records {
-                    session: s.id,
-                    client: s.client,
-                    principal: s.identity.principal.clone(),
-                    client_id: Some(s.client_id.clone()),
-                    api: t.api,
-                    correlation_id: i32::from(t.first_id),
-                    stage,
-                    partitions: vec![PartitionRecords {
-                        topic: t.topic,
-                        partition: -1,
-                        error_code: 0,
-                        first_offset: None,
-                        last_offset: None,
-                        records: t.messages,
-                        bytes,
-                        digest: format!("blake3:{}", hex(hasher.finalize().as_bytes())),
-                    }],
-                })
-                .await;
         }
+    }
+
+    /// Packets waiting for the flush.
+    pub fn len(&self) -> usize {
+        self.to_broker.len() + self.to_client.len()
     }
 }

@@ -43,7 +43,7 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
         to_client,
         to_broker,
         local_qos2: LocalQos2::default(),
-        batch: Batch::default(),
+        batch: Batch::new(s.audit.for_session()),
     };
     loop {
         let ended = loop {
@@ -56,10 +56,11 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
                 break Some(end);
             }
         };
-        let flushed = side
-            .batch
-            .flush(s, &side.to_broker, &side.to_client)
-            .await;
+        if ended.is_none() && super::batch::read_more_now(&mut rd, &mut buf, side.batch.len()).await
+        {
+            continue;
+        }
+        let flushed = side.batch.flush(s, &side.to_broker, &side.to_client).await;
         if let Some(end) = ended {
             return end;
         }
@@ -139,7 +140,10 @@ impl BrokerSide<'_> {
             return Err(self.broken("the broker used a topic alias it was not allowed".into()));
         }
         let policy = s.policy.current();
-        let Some(rule) = s.check_delivery(&policy, id, &p.topic).await else {
+        let Some(rule) = s
+            .check_delivery(&self.batch.audit, &policy, id, &p.topic)
+            .await
+        else {
             self.drop_delivery(&p);
             return Ok(());
         };
@@ -148,8 +152,17 @@ impl BrokerSide<'_> {
         if !rules.is_empty() {
             match mask_delivery(&s.masking, &rules, &p.payload).await {
                 Ok(masked) => {
-                    s.transform_event(&policy, "DELIVERY", id, "delivery", &p.topic, &masked, None)
-                        .await;
+                    s.transform_event(
+                        &self.batch.audit,
+                        &policy,
+                        "DELIVERY",
+                        id,
+                        "delivery",
+                        &p.topic,
+                        &masked,
+                        None,
+                    )
+                    .await;
                     if let Some(payload) = masked.payload {
                         p.payload = Bytes::from(payload);
                         rewrite = true;
@@ -158,6 +171,7 @@ impl BrokerSide<'_> {
                 Err(reason) => {
                     tracing::warn!(session = s.id, topic = %p.topic, "delivery withheld: {reason}");
                     s.transform_event(
+                        &self.batch.audit,
                         &policy,
                         "DELIVERY",
                         id,

@@ -19,7 +19,6 @@ use super::{
 use crate::{
     audit::CloseReason,
     config::V3DeniedPublish,
-    policy::Operation,
     mqtt::{
         codec::{
             decode, reason, split_packet, Ack, Disconnect, Packet, Property, PropertyId, Publish,
@@ -27,6 +26,7 @@ use crate::{
         },
         topic::{parse_shared, TopicFilter},
     },
+    policy::Operation,
     proxy::masking::payload::{mask_publish, PublishRefusal},
 };
 
@@ -57,7 +57,7 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
         to_client,
         aliases: HashMap::new(),
         local_qos2: LocalQos2::default(),
-        batch: Batch::default(),
+        batch: Batch::new(s.audit.for_session()),
     };
     loop {
         // Everything this read brought, decided; then its events, then its packets.
@@ -65,13 +65,19 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
             let raw = match split_packet(&mut buf, &s.limits) {
                 Ok(Some(raw)) => raw,
                 Ok(None) => break None,
-                Err(e) => break Some(side.protocol_error(e.reason_code(), format!("bad packet: {e}"))),
+                Err(e) => {
+                    break Some(side.protocol_error(e.reason_code(), format!("bad packet: {e}")))
+                }
             };
             *bytes_in += raw.frame.len() as u64;
             if let Err(end) = side.handle(raw).await {
                 break Some(end);
             }
         };
+        if ended.is_none() && super::batch::read_more_now(&mut rd, &mut buf, side.batch.len()).await
+        {
+            continue;
+        }
         let flushed = side.flush().await;
         if let Some(end) = ended {
             return end;
@@ -198,7 +204,15 @@ impl ClientSide<'_> {
         }
         let policy = s.policy.current();
         let verdict = s
-            .check_publish(&policy, "PUBLISH", id, &p.topic, p.retain, &p.payload)
+            .check_publish(
+                &self.batch.audit,
+                &policy,
+                "PUBLISH",
+                id,
+                &p.topic,
+                p.retain,
+                &p.payload,
+            )
             .await;
         let (publish_rule, retain_rule) = match verdict {
             Verdict::Allow { publish, retain } => (publish, retain),
@@ -209,8 +223,17 @@ impl ClientSide<'_> {
         if !rules.is_empty() {
             match mask_publish(&s.masking, &rules, &p.payload).await {
                 Ok(masked) => {
-                    s.transform_event(&policy, "PUBLISH", id, "publish", &p.topic, &masked, None)
-                        .await;
+                    s.transform_event(
+                        &self.batch.audit,
+                        &policy,
+                        "PUBLISH",
+                        id,
+                        "publish",
+                        &p.topic,
+                        &masked,
+                        None,
+                    )
+                    .await;
                     if let Some(payload) = masked.payload {
                         p.payload = Bytes::from(payload);
                         rewrite = true;
@@ -219,6 +242,7 @@ impl ClientSide<'_> {
                 Err(PublishRefusal::Rule { rule, detail }) => {
                     tracing::info!(session = s.id, topic = %p.topic, "publish refused by masking rule {rule}: {detail}");
                     s.transform_event(
+                        &self.batch.audit,
                         &policy,
                         "PUBLISH",
                         id,
@@ -233,6 +257,7 @@ impl ClientSide<'_> {
                 Err(PublishRefusal::Vault(detail)) => {
                     tracing::warn!(session = s.id, topic = %p.topic, "publish refused, masking needs the vault: {detail}");
                     s.transform_event(
+                        &self.batch.audit,
                         &policy,
                         "PUBLISH",
                         id,
@@ -344,12 +369,18 @@ impl ClientSide<'_> {
             };
             let granted = match filter {
                 Ok(filter) => {
-                    s.check_subscription(&policy, sub.packet_id, text, &filter)
+                    s.check_subscription(&self.batch.audit, &policy, sub.packet_id, text, &filter)
                         .await
                 }
                 Err(e) => {
-                    s.invalid_filter(&policy, sub.packet_id, text, e.to_string())
-                        .await;
+                    s.invalid_filter(
+                        &self.batch.audit,
+                        &policy,
+                        sub.packet_id,
+                        text,
+                        e.to_string(),
+                    )
+                    .await;
                     codes.push(Some(invalid));
                     continue;
                 }

@@ -26,12 +26,12 @@ use super::{
 use crate::{
     addr::{ClientAddr, OrigDst},
     audit::{AuditEvent, AuditLog, AuthOutcome, CloseReason},
-    policy::Operation,
     config::{Listener, Protocol},
     mqtt::codec::{
         decode, decode_connect, reason, split_packet, ConnAck, Connect, DecodeError, Limits,
         Packet, PacketType, Property, PropertyId, RawPacket, Version,
     },
+    policy::Operation,
     proxy::{
         masking::payload::{mask_publish, PublishRefusal},
         session::SessionContext,
@@ -138,9 +138,10 @@ pub(super) async fn open(
                     "closed in the middle of its CONNECT".into(),
                 ),
                 (Err(ReadError::Io(e)), _) => (CloseReason::ClientError, e.to_string()),
-                (Err(ReadError::Frame(e)), _) => {
-                    (CloseReason::ClientProtocolError, format!("bad CONNECT: {e}"))
-                }
+                (Err(ReadError::Frame(e)), _) => (
+                    CloseReason::ClientProtocolError,
+                    format!("bad CONNECT: {e}"),
+                ),
             };
             refuse_connection(reason, detail.clone()).await;
             return Err(End::new(reason, detail));
@@ -174,14 +175,7 @@ pub(super) async fn open(
     let version = connect.version;
 
     // Who it is.
-    let logged_in = match login(
-        &ctx.authenticator,
-        listener,
-        config.username,
-        &connect,
-    )
-    .await
-    {
+    let logged_in = match login(&ctx.authenticator, listener, config.username, &connect).await {
         Ok(l) => l,
         Err(refused) => {
             tracing::warn!(session, client = %client_addr, mechanism = refused.mechanism, reason = refused.reason, "mqtt authentication failed: {}", refused.detail);
@@ -239,7 +233,15 @@ pub(super) async fn open(
     if let Some(will) = upstream_connect.will.as_mut() {
         let policy = state.policy.current();
         let verdict = state
-            .check_publish(&policy, "CONNECT", 0, &will.topic, will.retain, &will.payload)
+            .check_publish(
+                audit,
+                &policy,
+                "CONNECT",
+                0,
+                &will.topic,
+                will.retain,
+                &will.payload,
+            )
             .await;
         if let Verdict::Allow { publish, retain } = verdict {
             let rules = policy.set.publish_masking(&will.topic);
@@ -248,6 +250,7 @@ pub(super) async fn open(
                     Ok(masked) => {
                         state
                             .transform_event(
+                                audit,
                                 &policy,
                                 "CONNECT",
                                 0,
@@ -272,7 +275,7 @@ pub(super) async fn open(
                     }
                 }
             }
-            let mut batch = Batch::default();
+            let mut batch = Batch::new(audit.clone());
             // After masking: the records digest is of the will the broker gets.
             let mut allowed = vec![(Operation::Publish, publish, Some(&will.payload[..]))];
             if let Some(rule) = retain {
@@ -318,11 +321,15 @@ pub(super) async fn open(
         .as_ref()
         .map(|c| Bytes::from(c.password.clone().into_bytes()));
     // Aliases are resolved here: the broker must not set any up towards the interceptor.
-    upstream_connect.properties.remove(PropertyId::TopicAliasMaximum);
+    upstream_connect
+        .properties
+        .remove(PropertyId::TopicAliasMaximum);
     upstream_connect
         .properties
         .remove(PropertyId::AuthenticationMethod);
-    upstream_connect.properties.remove(PropertyId::AuthenticationData);
+    upstream_connect
+        .properties
+        .remove(PropertyId::AuthenticationData);
     if version == Version::V5 {
         let ours = u32::try_from(limits.max_packet_bytes).unwrap_or(u32::MAX);
         let theirs = upstream_connect
@@ -338,7 +345,11 @@ pub(super) async fn open(
     upstream_connect.encode(version, &mut out);
     let mut upstream_buf = BytesMut::with_capacity(8 * 1024);
     let connack = async {
-        upstream.stream.write_all(&out).await.map_err(|e| e.to_string())?;
+        upstream
+            .stream
+            .write_all(&out)
+            .await
+            .map_err(|e| e.to_string())?;
         let raw = read_packet(&mut upstream.stream, &mut upstream_buf, &limits)
             .await
             .map_err(|e| match e {
@@ -370,11 +381,13 @@ pub(super) async fn open(
     if connack.reason_code != reason::SUCCESS {
         let refused_us = matches!(
             (version, connack.reason_code),
-            (Version::V5, reason::BAD_USERNAME_OR_PASSWORD | reason::NOT_AUTHORIZED)
-                | (
-                    Version::V311,
-                    reason::V3_BAD_USERNAME_OR_PASSWORD | reason::V3_NOT_AUTHORIZED
-                )
+            (
+                Version::V5,
+                reason::BAD_USERNAME_OR_PASSWORD | reason::NOT_AUTHORIZED
+            ) | (
+                Version::V311,
+                reason::V3_BAD_USERNAME_OR_PASSWORD | reason::V3_NOT_AUTHORIZED
+            )
         );
         if refused_us {
             let detail = format!(
@@ -395,12 +408,18 @@ pub(super) async fn open(
             return Err(End::new(CloseReason::UpstreamAuthFailed, detail));
         }
         // Anything else (a client id the broker refuses, a banned client): the broker's answer.
-        let detail = format!("the broker refused the session (CONNACK 0x{:02x})", connack.reason_code);
+        let detail = format!(
+            "the broker refused the session (CONNACK 0x{:02x})",
+            connack.reason_code
+        );
         let _ = audit.sync().await;
         let _ = write_ack(client, version, &connack).await;
         return Err(End::new(CloseReason::UpstreamClosed, detail));
     }
-    if let Some(assigned) = connack.properties.str_of(PropertyId::AssignedClientIdentifier) {
+    if let Some(assigned) = connack
+        .properties
+        .str_of(PropertyId::AssignedClientIdentifier)
+    {
         state.client_id = assigned.to_owned();
     }
     audit
@@ -499,7 +518,12 @@ async fn write_ack(client: &mut TcpStream, version: Version, ack: &ConnAck) -> s
 }
 
 /// A will the policy refuses: CONNACK "not authorized", audited, closed.
-async fn refuse_will(client: &mut TcpStream, audit: &AuditLog, version: Version, detail: String) -> End {
+async fn refuse_will(
+    client: &mut TcpStream,
+    audit: &AuditLog,
+    version: Version,
+    detail: String,
+) -> End {
     let code = match version {
         Version::V5 => reason::NOT_AUTHORIZED,
         Version::V311 => reason::V3_NOT_AUTHORIZED,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::Session;
 use crate::{
-    audit::AuditEvent,
+    audit::{AuditEvent, AuditLog},
     mqtt::topic::TopicFilter,
     policy::{
         watch::ActivePolicy, Check, Decision, Operation, Resource, RuleRef, SubscribeDecision,
@@ -38,6 +38,7 @@ impl Session {
     /// rules on the payload. Refusals are audited here; what is allowed, by the caller.
     pub(super) async fn check_publish(
         &self,
+        audit: &AuditLog,
         policy: &ActivePolicy,
         api: &'static str,
         packet_id: u16,
@@ -50,8 +51,17 @@ impl Session {
             .set
             .decide(&subject, Operation::Publish, Resource::mqtt_topic(topic));
         if !decision.check.is_allowed() {
-            self.decision_event(policy, api, packet_id, Operation::Publish, topic, &decision, None)
-                .await;
+            self.decision_event(
+                audit,
+                policy,
+                api,
+                packet_id,
+                Operation::Publish,
+                topic,
+                &decision,
+                None,
+            )
+            .await;
             return Verdict::Deny;
         }
         let retained = if retain {
@@ -59,8 +69,17 @@ impl Session {
                 .set
                 .decide(&subject, Operation::Retain, Resource::mqtt_topic(topic));
             if !r.check.is_allowed() {
-                self.decision_event(policy, api, packet_id, Operation::Retain, topic, &r, None)
-                    .await;
+                self.decision_event(
+                    audit,
+                    policy,
+                    api,
+                    packet_id,
+                    Operation::Retain,
+                    topic,
+                    &r,
+                    None,
+                )
+                .await;
                 return Verdict::Deny;
             }
             Some(r.rule)
@@ -94,6 +113,7 @@ impl Session {
                     rule: Some(rule),
                 };
                 self.decision_event(
+                    audit,
                     policy,
                     api,
                     packet_id,
@@ -116,6 +136,7 @@ impl Session {
     /// (recorded by the caller), `None` when not (recorded here).
     pub(super) async fn check_delivery(
         &self,
+        audit: &AuditLog,
         policy: &ActivePolicy,
         packet_id: u16,
         topic: &str,
@@ -129,6 +150,7 @@ impl Session {
             return Some(decision.rule);
         }
         self.decision_event(
+            audit,
             policy,
             "DELIVERY",
             packet_id,
@@ -145,6 +167,7 @@ impl Session {
     /// or denied. `text` is the filter as sent (with any `$share/` prefix).
     pub(super) async fn check_subscription(
         &self,
+        audit: &AuditLog,
         policy: &ActivePolicy,
         packet_id: u16,
         text: &str,
@@ -152,25 +175,26 @@ impl Session {
     ) -> bool {
         let subject = self.subject();
         let answer = policy.set.decide_subscribe(&subject, filter);
-        let (decision, rule, detail): (&'static str, Option<RuleRef>, Option<String>) =
-            match answer {
-                SubscribeDecision::Granted { rule } => ("allow", Some(rule), None),
-                SubscribeDecision::Narrowed { allow, denied_by } => (
-                    "narrowed",
-                    Some(allow),
-                    Some(match denied_by {
-                        Some(deny) => format!(
-                            "the filter reaches topics this subscriber may not read ({deny}): \
+        let (decision, rule, detail): (&'static str, Option<RuleRef>, Option<String>) = match answer
+        {
+            SubscribeDecision::Granted { rule } => ("allow", Some(rule), None),
+            SubscribeDecision::Narrowed { allow, denied_by } => (
+                "narrowed",
+                Some(allow),
+                Some(match denied_by {
+                    Some(deny) => format!(
+                        "the filter reaches topics this subscriber may not read ({deny}): \
                              each delivery is checked"
-                        ),
-                        None => "the filter reaches topics no rule lets this subscriber read: \
+                    ),
+                    None => "the filter reaches topics no rule lets this subscriber read: \
                                  each delivery is checked"
-                            .into(),
-                    }),
-                ),
-                SubscribeDecision::Denied(d) => ("deny", d.rule, None),
-            };
+                        .into(),
+                }),
+            ),
+            SubscribeDecision::Denied(d) => ("deny", d.rule, None),
+        };
         self.emit_decision(
+            audit,
             policy,
             "SUBSCRIBE",
             packet_id,
@@ -187,12 +211,14 @@ impl Session {
     /// A filter that is not a valid MQTT filter: refused, recorded.
     pub(super) async fn invalid_filter(
         &self,
+        audit: &AuditLog,
         policy: &ActivePolicy,
         packet_id: u16,
         text: &str,
         why: String,
     ) {
         self.emit_decision(
+            audit,
             policy,
             "SUBSCRIBE",
             packet_id,
@@ -208,6 +234,7 @@ impl Session {
     #[allow(clippy::too_many_arguments)]
     async fn decision_event(
         &self,
+        audit: &AuditLog,
         policy: &ActivePolicy,
         api: &'static str,
         packet_id: u16,
@@ -222,6 +249,7 @@ impl Session {
             Check::Violation => "violation",
         };
         self.emit_decision(
+            audit,
             policy,
             api,
             packet_id,
@@ -237,6 +265,7 @@ impl Session {
     #[allow(clippy::too_many_arguments)]
     async fn emit_decision(
         &self,
+        audit: &AuditLog,
         policy: &ActivePolicy,
         api: &'static str,
         packet_id: u16,
@@ -252,7 +281,7 @@ impl Session {
                 topic = resource, decision, "mqtt {}", detail.as_deref().unwrap_or("")
             );
         }
-        self.audit
+        audit
             .emit_under(
                 AuditEvent::Decision {
                     session: self.id,
@@ -270,6 +299,8 @@ impl Session {
                     rule_source: rule.map(|r| format!("{}:{}", r.file, r.line)),
                     detail,
                     messages: None,
+                    bytes: None,
+                    digest: None,
                 },
                 Arc::clone(&policy.version),
             )
@@ -280,6 +311,7 @@ impl Session {
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn transform_event(
         &self,
+        audit: &AuditLog,
         policy: &ActivePolicy,
         api: &'static str,
         packet_id: u16,
@@ -294,7 +326,7 @@ impl Session {
             (None, false, true) => "masked",
             (None, false, false) => return,
         };
-        self.audit
+        audit
             .emit_under(
                 AuditEvent::Transform {
                     session: self.id,

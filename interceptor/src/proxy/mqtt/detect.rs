@@ -36,7 +36,10 @@ pub fn detect(bytes: &[u8]) -> Detected {
         [0x10, ..] if looks_like_connect(bytes) => Detected::Mqtt,
         [0x16, 0x03, ..] => Detected::Tls,
         [b'G' | b'P' | b'H' | b'D' | b'O', b'E' | b'O' | b'U' | b'A' | b'P', ..]
-            if bytes.windows(5).take(8).any(|w| w == b"HTTP/" || w.starts_with(b" /")) =>
+            if bytes
+                .windows(5)
+                .take(8)
+                .any(|w| w == b"HTTP/" || w.starts_with(b" /")) =>
         {
             Detected::Http
         }

@@ -1,6 +1,5 @@
-//! One writer per side. It takes what is queued as one batch, waits until the session's audit
-//! events (every decision behind those packets) are durable, then writes the batch. Under
-//! load a batch holds many packets, so one wait covers them all.
+//! One writer per side: it writes what the readers queued, in order. The readers queue a
+//! packet only once the events that decided it are durable (see `batch`).
 
 use bytes::Bytes;
 use tokio::{
@@ -14,6 +13,8 @@ use crate::audit::CloseReason;
 /// Most packets or bytes written after one audit wait.
 const MAX_BATCH: usize = 256;
 const MAX_BATCH_BYTES: usize = 1024 * 1024;
+/// Batches up to this size are copied into one buffer and written at once.
+const COALESCE_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Side {
@@ -30,6 +31,7 @@ pub(super) async fn run<W: AsyncWrite + Unpin>(
     bytes: &mut u64,
 ) -> Result<(), End> {
     let mut batch: Vec<Bytes> = Vec::with_capacity(MAX_BATCH);
+    let mut coalesced: Vec<u8> = Vec::new();
     loop {
         let Some(first) = rx.recv().await else {
             let _ = wr.flush().await;
@@ -46,17 +48,30 @@ pub(super) async fn run<W: AsyncWrite + Unpin>(
                 Err(_) => break,
             }
         }
-        if let Err(e) = s.audit.sync().await {
-            return Err(End::new(CloseReason::AuditUnavailable, e.to_string()));
-        }
-        for frame in &batch {
-            if let Err(e) = wr.write_all(frame).await {
-                let reason = match side {
-                    Side::Client => CloseReason::ClientError,
-                    Side::Broker => CloseReason::UpstreamError,
-                };
-                return Err(End::new(reason, e.to_string()));
+        // Small packets go out in one write: a system call each would cost more than the
+        // relaying itself.
+        let written = if batch.len() > 1 && size <= COALESCE_BYTES {
+            coalesced.clear();
+            for frame in &batch {
+                coalesced.extend_from_slice(frame);
             }
+            wr.write_all(&coalesced).await
+        } else {
+            let mut result = Ok(());
+            for frame in &batch {
+                result = wr.write_all(frame).await;
+                if result.is_err() {
+                    break;
+                }
+            }
+            result
+        };
+        if let Err(e) = written {
+            let reason = match side {
+                Side::Client => CloseReason::ClientError,
+                Side::Broker => CloseReason::UpstreamError,
+            };
+            return Err(End::new(reason, e.to_string()));
         }
         *bytes += size as u64;
         if let Some(recorder) = &s.recorder {
