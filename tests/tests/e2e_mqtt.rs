@@ -726,19 +726,31 @@ fn masking_audit_recording() {
     assert!(transforms
         .iter()
         .any(|e| e["stage"] == "delivery" && e["outcome"] == "revealed" && e["principal"] == FRAUD.id));
-    let records = events(&trail, "records");
-    let published: u64 = records
-        .iter()
-        .filter(|e| e["stage"] == "publish" && e["principal"] == PAYER.id)
-        .map(|e| e["partitions"][0]["records"].as_u64().unwrap_or(0))
-        .sum();
-    assert_eq!(published, 2, "records events for the two publishes");
+    // Each allowed message is in a decision with the bytes and digest of what went on.
+    let decisions = events(&trail, "decision");
+    let count = |api: &str, who: &str| -> u64 {
+        decisions
+            .iter()
+            .filter(|e| e["api"] == api && e["principal"] == who && e["decision"] == "allow")
+            .inspect(|e| {
+                assert!(
+                    e["digest"].as_str().is_some_and(|d| d.starts_with("blake3:")),
+                    "no digest: {e}"
+                )
+            })
+            .map(|e| e["messages"].as_u64().unwrap_or(1))
+            .sum()
+    };
+    assert_eq!(count("PUBLISH", PAYER.id), 2, "the two publishes");
+    for who in [FRAUD.id, ANALYST.id, OPERATOR.id] {
+        assert_eq!(count("DELIVERY", who), 2, "the two deliveries to {who}");
+    }
 
     // `audit query` answers who read payments/eu.
     let out = Command::new(interceptor_bin())
         .args(["audit", "query"])
         .arg(s.daemon.audit_path())
-        .args(["--topic", "payments/eu", "--event", "records", "--format", "json"])
+        .args(["--topic", "payments/eu", "--event", "decision", "--format", "json"])
         .output()
         .expect("audit query");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
