@@ -24,7 +24,12 @@ pub const MOSQUITTO_SUB: &str = "/usr/bin/mosquitto_sub";
 /// clients included), with in-memory persistence of sessions (queued QoS 1/2 messages of a
 /// disconnected persistent session survive while the broker runs). Returns once the port
 /// accepts connections.
-pub fn start_mosquitto(ns: &Netns, addr: SocketAddr, work: &Path, user: &BrokerUser) -> Result<Proc> {
+pub fn start_mosquitto(
+    ns: &Netns,
+    addr: SocketAddr,
+    work: &Path,
+    user: &BrokerUser,
+) -> Result<Proc> {
     for program in [MOSQUITTO, MOSQUITTO_PASSWD] {
         if !Path::new(program).exists() {
             bail!("{program} is missing: run `cargo xtask deps` first");
@@ -85,7 +90,10 @@ pub fn mqtt_client_at(netns: &Path, args: &[&str], timeout: Duration) -> Result<
     let done = run_with_timeout(cmd, timeout)
         .with_context(|| format!("mqtt_client.py {}", args.join(" ")))?;
     let last = done.stdout.lines().rev().find(|l| !l.trim().is_empty());
-    match (done.status.success(), last.and_then(|l| serde_json::from_str::<Value>(l).ok())) {
+    match (
+        done.status.success(),
+        last.and_then(|l| serde_json::from_str::<Value>(l).ok()),
+    ) {
         (true, Some(v)) => Ok(v),
         (ok, _) => Err(anyhow!(
             "mqtt_client.py {} {}: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",

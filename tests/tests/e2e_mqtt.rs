@@ -32,7 +32,9 @@ use std::{
 use interceptor_e2e::{
     idp::{Idp, IdpClient, AUDIENCE},
     interceptor_bin,
-    mqtt::{mqtt_client, mqtt_client_at, secret_file, start_mosquitto, MOSQUITTO_PUB, MOSQUITTO_SUB},
+    mqtt::{
+        mqtt_client, mqtt_client_at, secret_file, start_mosquitto, MOSQUITTO_PUB, MOSQUITTO_SUB,
+    },
     require_kernel, run_with_timeout, start_interceptor, start_tansu, wait_until, BrokerUser,
     Interceptor, Netns, Proc, WorkDir,
 };
@@ -347,7 +349,11 @@ fn access() {
 
     // Authentication: a garbage token, no password, and the broker's own login (which only
     // the interceptor may use) are all refused with "bad username or password".
-    let garbage = secret_file(s.work.path(), "garbage", "eyJhbGciOiJSUzI1NiJ9.e30.c2lnbmF0dXJl");
+    let garbage = secret_file(
+        s.work.path(),
+        "garbage",
+        "eyJhbGciOiJSUzI1NiJ9.e30.c2lnbmF0dXJl",
+    );
     let garbage = garbage.display().to_string();
     for version in ["5", "3"] {
         let out = mqtt_client(
@@ -398,10 +404,7 @@ fn access() {
         &["sensors/#", "sensors/+/location"],
         &["--qos", "1", "--count", "2", "--timeout", "8"],
     );
-    for (topic, version) in [
-        ("sensors/7/telemetry", "5"),
-        ("sensors/7/location", "3"),
-    ] {
+    for (topic, version) in [("sensors/7/telemetry", "5"), ("sensors/7/location", "3")] {
         let out = s.paho(
             &SENSOR,
             version,
@@ -420,7 +423,10 @@ fn access() {
     assert_eq!(contractor["suback"][1], V3_SUBACK_FAILURE, "{contractor}");
     let got = messages(&contractor);
     assert_eq!(got.len(), 2, "{contractor}");
-    assert!(got.iter().all(|(t, _)| t == "sensors/7/telemetry"), "{got:?}");
+    assert!(
+        got.iter().all(|(t, _)| t == "sensors/7/telemetry"),
+        "{got:?}"
+    );
 
     // A denied publish: PUBACK 0x87 in MQTT 5, the connection closed in 3.1.1.
     let out = s.paho(
@@ -429,13 +435,26 @@ fn access() {
         "publish",
         &["--topic", "commands/reboot", "--qos", "1", "--count", "3"],
     );
-    assert_eq!(out["acks"], serde_json::json!(vec![NOT_AUTHORIZED; 3]), "{out}");
+    assert_eq!(
+        out["acks"],
+        serde_json::json!(vec![NOT_AUTHORIZED; 3]),
+        "{out}"
+    );
     assert_eq!(out["disconnected"], true, "{out}");
     let out = s.paho(
         &SENSOR,
         "3",
         "publish",
-        &["--topic", "commands/reboot", "--qos", "1", "--count", "1", "--timeout", "5"],
+        &[
+            "--topic",
+            "commands/reboot",
+            "--qos",
+            "1",
+            "--count",
+            "1",
+            "--timeout",
+            "5",
+        ],
     );
     assert_eq!(out["acked"], 0, "3.1.1 has no negative PUBACK: {out}");
     assert_eq!(out["disconnected"], true, "{out}");
@@ -445,16 +464,35 @@ fn access() {
         &OPERATOR,
         "5",
         "subscribe",
-        &["--filter", "$SYS/#", "--filter", "commands/#", "--timeout", "1"],
+        &[
+            "--filter",
+            "$SYS/#",
+            "--filter",
+            "commands/#",
+            "--timeout",
+            "1",
+        ],
     );
-    assert_eq!(out["suback"], serde_json::json!([NOT_AUTHORIZED, 0]), "{out}");
+    assert_eq!(
+        out["suback"],
+        serde_json::json!([NOT_AUTHORIZED, 0]),
+        "{out}"
+    );
 
     // Retained: status/# may be retained by sensors, sensors/... may not.
     let out = s.paho(
         &SENSOR,
         "5",
         "publish",
-        &["--topic", "status/7", "--qos", "1", "--retain", "--payload", "online"],
+        &[
+            "--topic",
+            "status/7",
+            "--qos",
+            "1",
+            "--retain",
+            "--payload",
+            "online",
+        ],
     );
     // Success, or 0x10 (no matching subscribers): both below 0x80.
     assert!(out["acks"][0].as_u64().is_some_and(|c| c < 0x80), "{out}");
@@ -469,9 +507,24 @@ fn access() {
         &OPERATOR,
         "5",
         "subscribe",
-        &["--filter", "status/#", "--filter", "sensors/#", "--count", "1", "--timeout", "5", "--linger", "1"],
+        &[
+            "--filter",
+            "status/#",
+            "--filter",
+            "sensors/#",
+            "--count",
+            "1",
+            "--timeout",
+            "5",
+            "--linger",
+            "1",
+        ],
     );
-    assert_eq!(messages(&out), vec![("status/7".into(), "online".into())], "{out}");
+    assert_eq!(
+        messages(&out),
+        vec![("status/7".into(), "online".into())],
+        "{out}"
+    );
 
     // Wills: on a topic the client may not publish to, CONNECT is refused; an allowed will is
     // delivered when the client vanishes.
@@ -492,7 +545,13 @@ fn access() {
         &OPERATOR,
         "3",
         "connect",
-        &["--will-topic", "wills/operators/console", "--will-payload", "console lost", "--abort"],
+        &[
+            "--will-topic",
+            "wills/operators/console",
+            "--will-payload",
+            "console lost",
+            "--abort",
+        ],
     );
     assert_eq!(out["connack"], 0, "{out}");
     let watcher = watcher.join().expect("watcher");
@@ -506,34 +565,70 @@ fn access() {
     let token = fs::read_to_string(s.token_file(&SENSOR)).expect("token");
     let op_token = fs::read_to_string(s.token_file(&OPERATOR)).expect("token");
     let mut sub = s.ns.command(MOSQUITTO_SUB);
-    sub.args(["-h", "127.0.0.1", "-p", "1883", "-V", "mqttv311", "-q", "1", "-C", "1", "-W", "20"])
-        .args(["-u", OPERATOR.id, "-P", &op_token, "-t", "sensors/+/telemetry", "-i", "mosq-sub"]);
+    sub.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        "1883",
+        "-V",
+        "mqttv311",
+        "-q",
+        "1",
+        "-C",
+        "1",
+        "-W",
+        "20",
+    ])
+    .args([
+        "-u",
+        OPERATOR.id,
+        "-P",
+        &op_token,
+        "-t",
+        "sensors/+/telemetry",
+        "-i",
+        "mosq-sub",
+    ]);
     let sub = std::thread::spawn(move || run_with_timeout(sub, CLIENT_TIMEOUT));
     std::thread::sleep(Duration::from_secs(2));
     let mut publ = s.ns.command(MOSQUITTO_PUB);
     publ.args(["-h", "127.0.0.1", "-p", "1883", "-V", "mqttv5", "-q", "1"])
-        .args(["-u", SENSOR.id, "-P", &token, "-t", "sensors/9/telemetry", "-m", "21.5C"]);
+        .args([
+            "-u",
+            SENSOR.id,
+            "-P",
+            &token,
+            "-t",
+            "sensors/9/telemetry",
+            "-m",
+            "21.5C",
+        ]);
     let published = run_with_timeout(publ, CLIENT_TIMEOUT).expect("mosquitto_pub");
-    assert!(published.status.success(), "mosquitto_pub: {}", published.stderr);
-    let got = sub.join().expect("mosquitto_sub thread").expect("mosquitto_sub");
+    assert!(
+        published.status.success(),
+        "mosquitto_pub: {}",
+        published.stderr
+    );
+    let got = sub
+        .join()
+        .expect("mosquitto_sub thread")
+        .expect("mosquitto_sub");
     assert!(got.status.success(), "mosquitto_sub: {}", got.stderr);
     assert_eq!(got.stdout.trim(), "21.5C");
 
     // Protocol mismatch both ways: refused and audited.
-    let mut kafka_port = s
-        .ns
-        .connect(KAFKA.parse().expect("address"), Duration::from_secs(5))
-        .expect("connect to the Kafka port");
+    let mut kafka_port =
+        s.ns.connect(KAFKA.parse().expect("address"), Duration::from_secs(5))
+            .expect("connect to the Kafka port");
     // An MQTT 3.1.1 CONNECT: remaining length 12, "MQTT", level 4, clean, keep alive 60, no id.
     kafka_port
         .write_all(b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00")
         .expect("write");
     let mut sink = Vec::new();
     let _ = kafka_port.read_to_end(&mut sink);
-    let mut mqtt_port = s
-        .ns
-        .connect(MQTT.parse().expect("address"), Duration::from_secs(5))
-        .expect("connect to the MQTT port");
+    let mut mqtt_port =
+        s.ns.connect(MQTT.parse().expect("address"), Duration::from_secs(5))
+            .expect("connect to the MQTT port");
     // Kafka ApiVersions v3 header: length 13, api key 18, version 3, correlation id 1, no id.
     mqtt_port
         .write_all(b"\x00\x00\x00\x0d\x00\x12\x00\x03\x00\x00\x00\x01\xff\xff\x00\x00\x00")
@@ -582,25 +677,61 @@ fn qos2_and_sessions() {
         &CONTRACTOR,
         "5",
         &["sensors/#"],
-        &["--qos", "2", "--count", &N.to_string(), "--timeout", "60", "--linger", "2"],
+        &[
+            "--qos",
+            "2",
+            "--count",
+            &N.to_string(),
+            "--timeout",
+            "60",
+            "--linger",
+            "2",
+        ],
     );
     let operator = s.subscriber(
         &OPERATOR,
         "3",
         &["sensors/#"],
-        &["--qos", "2", "--count", &(2 * N).to_string(), "--timeout", "60", "--linger", "2"],
+        &[
+            "--qos",
+            "2",
+            "--count",
+            &(2 * N).to_string(),
+            "--timeout",
+            "60",
+            "--linger",
+            "2",
+        ],
     );
     let telemetry = s.paho(
         &SENSOR,
         "5",
         "publish",
-        &["--topic", "sensors/1/telemetry", "--qos", "2", "--count", &N.to_string(), "--payload", "t{i}"],
+        &[
+            "--topic",
+            "sensors/1/telemetry",
+            "--qos",
+            "2",
+            "--count",
+            &N.to_string(),
+            "--payload",
+            "t{i}",
+        ],
     );
     let location = s.paho(
         &SENSOR,
         "3",
         "publish",
-        &["--topic", "sensors/1/location", "--qos", "2", "--count", &N.to_string(), "--payload", "l{i}"],
+        &[
+            "--topic",
+            "sensors/1/location",
+            "--qos",
+            "2",
+            "--count",
+            &N.to_string(),
+            "--payload",
+            "l{i}",
+        ],
     );
     // Refused QoS 2 publishes interleaved: a v5 PUBREC 0x87 ends each flow. paho sends a
     // PUBREL anyway and reports the PUBCOMP's code: the daemon answers it (0x92, no such
@@ -613,13 +744,21 @@ fn qos2_and_sessions() {
     );
     assert_eq!(telemetry["acked"], N, "{telemetry}");
     assert_eq!(location["acked"], N, "{location}");
-    assert_eq!(refused["acks"], serde_json::json!(vec![0x92; 20]), "{refused}");
+    assert_eq!(
+        refused["acks"],
+        serde_json::json!(vec![0x92; 20]),
+        "{refused}"
+    );
     let contractor = contractor.join().expect("contractor");
     let operator = operator.join().expect("operator");
     let expected: Vec<(String, String)> = (0..N)
         .map(|i| ("sensors/1/telemetry".to_string(), format!("t{i}")))
         .collect();
-    assert_eq!(messages(&contractor), expected, "contractor: no loss, no duplicate, in order");
+    assert_eq!(
+        messages(&contractor),
+        expected,
+        "contractor: no loss, no duplicate, in order"
+    );
     let got = messages(&operator);
     assert_eq!(got.len(), 2 * N, "operator: {} messages", got.len());
     let mut sorted = got.clone();
@@ -633,21 +772,51 @@ fn qos2_and_sessions() {
         &OPERATOR,
         "5",
         "subscribe",
-        &["--client-id", "console-1", "--no-clean", "--session-expiry", "300", "--filter", "sensors/#", "--qos", "1", "--timeout", "1"],
+        &[
+            "--client-id",
+            "console-1",
+            "--no-clean",
+            "--session-expiry",
+            "300",
+            "--filter",
+            "sensors/#",
+            "--qos",
+            "1",
+            "--timeout",
+            "1",
+        ],
     );
     assert_eq!(first["suback"][0], 1, "{first}");
     let out = s.paho(
         &SENSOR,
         "5",
         "publish",
-        &["--topic", "sensors/2/telemetry", "--qos", "1", "--count", "10", "--payload", "q{i}"],
+        &[
+            "--topic",
+            "sensors/2/telemetry",
+            "--qos",
+            "1",
+            "--count",
+            "10",
+            "--payload",
+            "q{i}",
+        ],
     );
     assert_eq!(out["acked"], 10, "{out}");
     let out = s.paho(
         &SENSOR,
         "5",
         "publish",
-        &["--topic", "sensors/2/location", "--qos", "1", "--count", "5", "--payload", "secret{i}"],
+        &[
+            "--topic",
+            "sensors/2/location",
+            "--qos",
+            "1",
+            "--count",
+            "5",
+            "--payload",
+            "secret{i}",
+        ],
     );
     assert_eq!(out["acked"], 5, "{out}");
     // The contractor takes over the operator's session: the broker hands it the queue, the
@@ -656,14 +825,27 @@ fn qos2_and_sessions() {
         &CONTRACTOR,
         "5",
         "connect",
-        &["--client-id", "console-1", "--no-clean", "--session-expiry", "300", "--linger", "3"],
+        &[
+            "--client-id",
+            "console-1",
+            "--no-clean",
+            "--session-expiry",
+            "300",
+            "--linger",
+            "3",
+        ],
     );
     assert_eq!(taken["connack"], 0, "{taken}");
     let trail = s.daemon.audit_events();
     let delivered: Vec<&Value> = events(&trail, "decision")
         .into_iter()
         .filter(|e| e["api"] == "DELIVERY" && e["principal"] == CONTRACTOR.id)
-        .filter(|e| e["resource"].as_str().unwrap_or("").starts_with("sensors/2/"))
+        .filter(|e| {
+            e["resource"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("sensors/2/")
+        })
         .collect();
     // Allowed messages of one read share an event (`messages`); refusals have one each.
     let count = |d: &str| -> u64 {
@@ -674,7 +856,11 @@ fn qos2_and_sessions() {
             .sum()
     };
     let (allowed, denied) = (count("allow"), count("deny"));
-    assert_eq!((allowed, denied), (10, 5), "deliveries of the taken-over session");
+    assert_eq!(
+        (allowed, denied),
+        (10, 5),
+        "deliveries of the taken-over session"
+    );
     assert!(delivered
         .iter()
         .filter(|e| e["decision"] == "allow")
@@ -687,15 +873,40 @@ fn masking_audit_recording() {
         return;
     }
     let s = stack("mqtt-masking", "");
-    let fraud = s.subscriber(&FRAUD, "5", &["payments/#"], &["--qos", "1", "--count", "2", "--timeout", "20"]);
-    let analyst = s.subscriber(&ANALYST, "3", &["payments/#"], &["--qos", "1", "--count", "2", "--timeout", "20"]);
-    let operator = s.subscriber(&OPERATOR, "5", &["payments/#"], &["--qos", "1", "--count", "2", "--timeout", "20"]);
-    let payment = r#"{"id":"p{i}","card":"4111111111111111","email":"alice@example.com","amount":12.5}"#;
+    let fraud = s.subscriber(
+        &FRAUD,
+        "5",
+        &["payments/#"],
+        &["--qos", "1", "--count", "2", "--timeout", "20"],
+    );
+    let analyst = s.subscriber(
+        &ANALYST,
+        "3",
+        &["payments/#"],
+        &["--qos", "1", "--count", "2", "--timeout", "20"],
+    );
+    let operator = s.subscriber(
+        &OPERATOR,
+        "5",
+        &["payments/#"],
+        &["--qos", "1", "--count", "2", "--timeout", "20"],
+    );
+    let payment =
+        r#"{"id":"p{i}","card":"4111111111111111","email":"alice@example.com","amount":12.5}"#;
     let out = s.paho(
         &PAYER,
         "5",
         "publish",
-        &["--topic", "payments/eu", "--qos", "1", "--count", "2", "--payload", payment],
+        &[
+            "--topic",
+            "payments/eu",
+            "--qos",
+            "1",
+            "--count",
+            "2",
+            "--payload",
+            payment,
+        ],
     );
     assert_eq!(out["acked"], 2, "{out}");
     let parse = |v: &Value| -> Vec<Value> {
@@ -714,7 +925,11 @@ fn masking_audit_recording() {
     // back; analysts get the token and no email.
     let token = operator[0]["card"].as_str().expect("card").to_owned();
     assert_ne!(token, "4111111111111111", "the broker saw the card number");
-    assert_eq!(operator[1]["card"], token.as_str(), "equal values, equal tokens");
+    assert_eq!(
+        operator[1]["card"],
+        token.as_str(),
+        "equal values, equal tokens"
+    );
     assert_eq!(operator[0]["email"], "alice@example.com");
     assert_eq!(fraud[0]["card"], "4111111111111111");
     assert_eq!(analyst[0]["card"], token.as_str());
@@ -722,10 +937,12 @@ fn masking_audit_recording() {
 
     let trail = s.daemon.audit_events();
     let transforms = events(&trail, "transform");
-    assert!(transforms.iter().any(|e| e["stage"] == "publish" && e["outcome"] == "masked"));
     assert!(transforms
         .iter()
-        .any(|e| e["stage"] == "delivery" && e["outcome"] == "revealed" && e["principal"] == FRAUD.id));
+        .any(|e| e["stage"] == "publish" && e["outcome"] == "masked"));
+    assert!(transforms.iter().any(|e| e["stage"] == "delivery"
+        && e["outcome"] == "revealed"
+        && e["principal"] == FRAUD.id));
     // Each allowed message is in a decision with the bytes and digest of what went on.
     let decisions = events(&trail, "decision");
     let count = |api: &str, who: &str| -> u64 {
@@ -734,7 +951,9 @@ fn masking_audit_recording() {
             .filter(|e| e["api"] == api && e["principal"] == who && e["decision"] == "allow")
             .inspect(|e| {
                 assert!(
-                    e["digest"].as_str().is_some_and(|d| d.starts_with("blake3:")),
+                    e["digest"]
+                        .as_str()
+                        .is_some_and(|d| d.starts_with("blake3:")),
                     "no digest: {e}"
                 )
             })
@@ -750,10 +969,21 @@ fn masking_audit_recording() {
     let out = Command::new(interceptor_bin())
         .args(["audit", "query"])
         .arg(s.daemon.audit_path())
-        .args(["--topic", "payments/eu", "--event", "decision", "--format", "json"])
+        .args([
+            "--topic",
+            "payments/eu",
+            "--event",
+            "decision",
+            "--format",
+            "json",
+        ])
         .output()
         .expect("audit query");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     for who in [PAYER.id, FRAUD.id, ANALYST.id, OPERATOR.id] {
         assert!(text.contains(who), "audit query misses {who}:\n{text}");
@@ -776,8 +1006,14 @@ fn masking_audit_recording() {
             .expect("replay");
         let text = String::from_utf8_lossy(&out.stdout);
         if text.contains("PUBLISH") && text.contains("payments/eu") && text.contains(PAYER.id) {
-            assert!(!text.contains("4111111111111111"), "the recording holds the card:\n{text}");
-            assert!(!text.contains("eyJ"), "the recording holds a token:\n{text}");
+            assert!(
+                !text.contains("4111111111111111"),
+                "the recording holds the card:\n{text}"
+            );
+            assert!(
+                !text.contains("eyJ"),
+                "the recording holds a token:\n{text}"
+            );
             found = true;
         }
     }

@@ -209,7 +209,10 @@ fn one_run(plan: &Plan, mode: Mode, mqttgen: &Path) -> Result<RunResult> {
             .args(extra);
         let done = run_with_timeout(cmd, Duration::from_secs(300))?;
         let last = done.stdout.lines().rev().find(|l| !l.trim().is_empty());
-        match (done.status.success(), last.and_then(|l| serde_json::from_str(l).ok())) {
+        match (
+            done.status.success(),
+            last.and_then(|l| serde_json::from_str(l).ok()),
+        ) {
             (true, Some(v)) => Ok(v),
             _ => bail!(
                 "mqttgen {} failed: {}\n{}\n{}",
@@ -223,7 +226,14 @@ fn one_run(plan: &Plan, mode: Mode, mqttgen: &Path) -> Result<RunResult> {
     let s = |v: &[&str]| -> Vec<String> { v.iter().map(|s| s.to_string()).collect() };
     let c0 = proxy_cpu()?;
     let qos0 = gen(&s(&[
-        "--qos", "0", "--count", &plan.qos0.to_string(), "--warmup", "5000", "--topic", "bench/q0",
+        "--qos",
+        "0",
+        "--count",
+        &plan.qos0.to_string(),
+        "--warmup",
+        "5000",
+        "--topic",
+        "bench/q0",
     ]))?;
     let c1 = proxy_cpu()?;
     let qos1 = gen(&s(&[
@@ -304,10 +314,17 @@ fn report(plan: &Plan, runs: &[RunResult], command: &str, elapsed: Duration, loa
          before: {load}. Took {:.0} s.",
         plan.size,
         plan.rounds,
-        if plan.warmup { " after a discarded warm-up round" } else { "" },
+        if plan.warmup {
+            " after a discarded warm-up round"
+        } else {
+            ""
+        },
         elapsed.as_secs_f64()
     );
-    let _ = writeln!(s, "\n| | direct | interceptor | interceptor / direct |\n|---|---|---|---|");
+    let _ = writeln!(
+        s,
+        "\n| | direct | interceptor | interceptor / direct |\n|---|---|---|---|"
+    );
     let _ = writeln!(
         s,
         "| QoS 0 publish, msg/s ({} messages) | {} | {} | {} |",
@@ -337,9 +354,8 @@ fn report(plan: &Plan, runs: &[RunResult], command: &str, elapsed: Duration, loa
     }
     let cpu: Vec<[f64; 3]> = through.iter().filter_map(|r| r.proxy_cpu).collect();
     if !cpu.is_empty() {
-        let per = |i: usize, n: u64| -> Vec<f64> {
-            cpu.iter().map(|c| c[i] / n as f64 * 1e6).collect()
-        };
+        let per =
+            |i: usize, n: u64| -> Vec<f64> { cpu.iter().map(|c| c[i] / n as f64 * 1e6).collect() };
         let _ = writeln!(
             s,
             "\nInterceptor CPU per message: QoS 0 {} µs, QoS 1 {} µs.",

@@ -383,6 +383,12 @@ impl AuditLog {
         self.wait_for(want).await
     }
 
+    /// The ticket of the last event emitted through this handle (and its clones): waiting for
+    /// it later waits for exactly those, not for what is emitted after.
+    pub fn mark(&self) -> Ticket {
+        Ticket(self.mark.load(Ordering::Acquire))
+    }
+
     /// Waits until the event with this ticket is durable.
     pub async fn durable(&self, ticket: Ticket) -> Result<(), AuditUnavailable> {
         self.wait_for(ticket.0).await

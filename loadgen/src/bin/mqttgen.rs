@@ -78,40 +78,43 @@ fn main() -> Result<()> {
         let (count, warmup) = (args.count, args.warmup);
         let delivered = Arc::clone(&delivered);
         let deadline = Duration::from_secs(args.timeout_s);
-        thread::spawn(move || -> Result<(Histogram<u64>, Option<Instant>, Option<Instant>)> {
-            let mut hist = Histogram::<u64>::new(3)?;
-            let (mut first, mut last) = (None, None);
-            wr.set_read_timeout(Some(Duration::from_secs(5)))?;
-            let started = Instant::now();
-            while delivered.load(Ordering::Relaxed) < count && started.elapsed() < deadline {
-                let (kind, body) = match read_packet(&mut rd) {
-                    Ok(p) => p,
-                    // No delivery for 5 s: QoS 0 messages were dropped somewhere; stop.
-                    Err(_) => break,
-                };
-                if kind >> 4 != 3 {
-                    continue;
+        thread::spawn(
+            move || -> Result<(Histogram<u64>, Option<Instant>, Option<Instant>)> {
+                let mut hist = Histogram::<u64>::new(3)?;
+                let (mut first, mut last) = (None, None);
+                wr.set_read_timeout(Some(Duration::from_secs(5)))?;
+                let started = Instant::now();
+                while delivered.load(Ordering::Relaxed) < count && started.elapsed() < deadline {
+                    let (kind, body) = match read_packet(&mut rd) {
+                        Ok(p) => p,
+                        // No delivery for 5 s: QoS 0 messages were dropped somewhere; stop.
+                        Err(_) => break,
+                    };
+                    if kind >> 4 != 3 {
+                        continue;
+                    }
+                    let now = Instant::now();
+                    let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+                    let mut at = 2 + topic_len;
+                    if (kind >> 1) & 3 > 0 {
+                        let id = [body[at], body[at + 1]];
+                        at += 2;
+                        write_packet(&mut wr, 0x40, &id)?;
+                    }
+                    let sent = u64::from_be_bytes(body[at..at + 8].try_into()?);
+                    let n = delivered.fetch_add(1, Ordering::Relaxed) + 1;
+                    if n > warmup {
+                        first.get_or_insert(now);
+                        last = Some(now);
+                        let micros = (now.duration_since(epoch).as_nanos() as u64)
+                            .saturating_sub(sent)
+                            / 1000;
+                        hist.record(micros.max(1))?;
+                    }
                 }
-                let now = Instant::now();
-                let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
-                let mut at = 2 + topic_len;
-                if (kind >> 1) & 3 > 0 {
-                    let id = [body[at], body[at + 1]];
-                    at += 2;
-                    write_packet(&mut wr, 0x40, &id)?;
-                }
-                let sent = u64::from_be_bytes(body[at..at + 8].try_into()?);
-                let n = delivered.fetch_add(1, Ordering::Relaxed) + 1;
-                if n > warmup {
-                    first.get_or_insert(now);
-                    last = Some(now);
-                    let micros = (now.duration_since(epoch).as_nanos() as u64).saturating_sub(sent)
-                        / 1000;
-                    hist.record(micros.max(1))?;
-                }
-            }
-            Ok((hist, first, last))
-        })
+                Ok((hist, first, last))
+            },
+        )
     };
 
     // Publisher: QoS 1 flow control through PUBACKs read on another thread.
@@ -194,7 +197,11 @@ fn main() -> Result<()> {
         (Some(a), Some(b)) if b > a => (b - a).as_secs_f64(),
         _ => 0.0,
     };
-    let rate = if seconds > 0.0 { measured as f64 / seconds } else { 0.0 };
+    let rate = if seconds > 0.0 {
+        measured as f64 / seconds
+    } else {
+        0.0
+    };
     println!(
         "{}",
         json!({

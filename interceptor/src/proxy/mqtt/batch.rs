@@ -19,7 +19,7 @@ use tokio::{
     sync::mpsc::Sender,
 };
 
-use super::{End, Session};
+use super::{End, Outgoing, Session};
 use crate::{
     audit::{chain::hex, AuditEvent, AuditLog, CloseReason},
     policy::{Operation, RuleRef},
@@ -27,8 +27,10 @@ use crate::{
 
 /// Most groups one read may hold; past it, events are written and counting starts again.
 const MAX_TALLIES: usize = 64;
-/// Most packets decided before their events are written and they go on.
+/// Most packets, and bytes, decided before their events are written and they go on: with the
+/// writers' queues this bounds what a session holds (see `WRITE_QUEUE`).
 const MAX_PACKETS: usize = 256;
+const MAX_BYTES: usize = 256 * 1024;
 
 /// Allowed messages of one kind in one read.
 struct Tally {
@@ -49,9 +51,9 @@ struct Tally {
 pub(super) async fn read_more_now<R: AsyncRead + Unpin>(
     rd: &mut R,
     buf: &mut BytesMut,
-    pending: usize,
+    batch: &Batch,
 ) -> bool {
-    if pending == 0 || pending >= MAX_PACKETS {
+    if batch.is_empty() || batch.len() >= MAX_PACKETS || batch.bytes >= MAX_BYTES {
         return false;
     }
     buf.reserve(8 * 1024);
@@ -64,11 +66,12 @@ pub(super) async fn read_more_now<R: AsyncRead + Unpin>(
 }
 
 pub(super) struct Batch {
-    /// This side's own audit handle: its flush waits for its own events only, so one
-    /// direction waiting for the disk never holds up the other.
+    /// This side's own audit handle: its writers wait for its own events only.
     pub audit: AuditLog,
     to_broker: Vec<Bytes>,
     to_client: Vec<Bytes>,
+    /// Bytes of the packets held.
+    bytes: usize,
     tallies: Vec<Tally>,
 }
 
@@ -91,15 +94,18 @@ impl Batch {
             audit,
             to_broker: Vec::new(),
             to_client: Vec::new(),
+            bytes: 0,
             tallies: Vec::new(),
         }
     }
 
     pub fn to_broker(&mut self, frame: Bytes) {
+        self.bytes += frame.len();
         self.to_broker.push(frame);
     }
 
     pub fn to_client(&mut self, frame: Bytes) {
+        self.bytes += frame.len();
         self.to_client.push(frame);
     }
 
@@ -142,32 +148,38 @@ impl Batch {
         }
     }
 
-    /// Writes the counted events, waits until this side's events are durable, then hands the
-    /// packets to the writers. While it waits, what the peer sends piles up in the socket, so
-    /// the next read decides more at once.
+    /// Writes the counted events, waits until they (this side's, not the other's) are durable,
+    /// then hands the packets to the writers. While this side waits, what its peer sends piles
+    /// up in the socket, and the next read decides all of it at once: measured on this machine,
+    /// that beats deciding on while the disk works (smaller batches, more events). The ticket
+    /// goes along so a writer could never write ahead of the events in any case.
     pub async fn flush(
         &mut self,
         s: &Session,
-        to_broker: &Sender<Bytes>,
-        to_client: &Sender<Bytes>,
+        to_broker: &Sender<Outgoing>,
+        to_client: &Sender<Outgoing>,
     ) -> Result<(), End> {
         self.emit(s).await;
+        self.bytes = 0;
         if self.to_broker.is_empty() && self.to_client.is_empty() {
             return Ok(());
         }
         if let Err(e) = self.audit.sync().await {
             return Err(End::new(CloseReason::AuditUnavailable, e.to_string()));
         }
+        let after = self.audit.mark();
         for (queue, frames) in [
             (to_broker, &mut self.to_broker),
             (to_client, &mut self.to_client),
         ] {
-            for frame in frames.drain(..) {
-                queue
-                    .send(frame)
-                    .await
-                    .map_err(|_| End::clean(CloseReason::ClientClosed))?;
+            if frames.is_empty() {
+                continue;
             }
+            let frames = std::mem::take(frames);
+            queue
+                .send(Outgoing { after, frames })
+                .await
+                .map_err(|_| End::clean(CloseReason::ClientClosed))?;
         }
         Ok(())
     }
@@ -213,5 +225,9 @@ impl Batch {
     /// Packets waiting for the flush.
     pub fn len(&self) -> usize {
         self.to_broker.len() + self.to_client.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }

@@ -13,7 +13,7 @@ use tokio::{
 use super::{
     batch::{Allowed, Batch},
     client::disconnect,
-    End, LocalQos2, Session,
+    End, LocalQos2, Outgoing, Session,
 };
 use crate::{
     audit::CloseReason,
@@ -24,8 +24,8 @@ use crate::{
 
 struct BrokerSide<'s> {
     s: &'s Session,
-    to_client: Sender<Bytes>,
-    to_broker: Sender<Bytes>,
+    to_client: Sender<Outgoing>,
+    to_broker: Sender<Outgoing>,
     /// QoS 2 deliveries dropped here: their PUBREL is answered here.
     local_qos2: LocalQos2,
     batch: Batch,
@@ -35,8 +35,8 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
     mut rd: R,
     mut buf: BytesMut,
     s: &Session,
-    to_client: Sender<Bytes>,
-    to_broker: Sender<Bytes>,
+    to_client: Sender<Outgoing>,
+    to_broker: Sender<Outgoing>,
 ) -> End {
     let mut side = BrokerSide {
         s,
@@ -56,8 +56,7 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
                 break Some(end);
             }
         };
-        if ended.is_none() && super::batch::read_more_now(&mut rd, &mut buf, side.batch.len()).await
-        {
+        if ended.is_none() && super::batch::read_more_now(&mut rd, &mut buf, &side.batch).await {
             continue;
         }
         let flushed = side.batch.flush(s, &side.to_broker, &side.to_client).await;

@@ -14,7 +14,7 @@ use tokio::{
 use super::{
     batch::{Allowed, Batch},
     decide::Verdict,
-    End, LocalQos2, Session,
+    End, LocalQos2, Outgoing, Session,
 };
 use crate::{
     audit::CloseReason,
@@ -33,8 +33,8 @@ use crate::{
 /// The client's side of one session.
 struct ClientSide<'s> {
     s: &'s Session,
-    to_broker: Sender<Bytes>,
-    to_client: Sender<Bytes>,
+    to_broker: Sender<Outgoing>,
+    to_client: Sender<Outgoing>,
     /// Topic aliases the client set up (MQTT 5), resolved here.
     aliases: HashMap<u16, String>,
     /// QoS 2 publishes acknowledged here (3.1.1 refusals acknowledged as mosquitto does).
@@ -46,8 +46,8 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
     mut rd: R,
     mut buf: BytesMut,
     s: &Session,
-    to_broker: Sender<Bytes>,
-    to_client: Sender<Bytes>,
+    to_broker: Sender<Outgoing>,
+    to_client: Sender<Outgoing>,
     expires: Option<tokio::time::Instant>,
     bytes_in: &mut u64,
 ) -> End {
@@ -74,8 +74,7 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
                 break Some(end);
             }
         };
-        if ended.is_none() && super::batch::read_more_now(&mut rd, &mut buf, side.batch.len()).await
-        {
+        if ended.is_none() && super::batch::read_more_now(&mut rd, &mut buf, &side.batch).await {
             continue;
         }
         let flushed = side.flush().await;

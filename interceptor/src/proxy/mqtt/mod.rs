@@ -37,15 +37,22 @@ use tokio::{net::TcpStream, sync::mpsc, sync::watch};
 use super::{auth::Identity, session::SessionContext, upstream::Upstream, Masking};
 use crate::{
     addr::{ClientAddr, OrigDst},
-    audit::{AuditEvent, AuditLog, CloseReason},
+    audit::{AuditEvent, AuditLog, CloseReason, Ticket},
     config::{Listener, MqttConfig},
     mqtt::codec::{Limits, Version},
     policy::{watch::PolicyHandle, Subject},
     recording::Recorder,
 };
 
-/// Packets queued for one side's writer.
-const WRITE_QUEUE: usize = 256;
+/// Batches queued for one side's writer (each at most 256 packets or 256 KiB and one packet,
+/// see `batch`).
+const WRITE_QUEUE: usize = 16;
+
+/// Packets for one side, and the audit event that must be durable before they are written.
+pub(super) struct Outgoing {
+    pub after: Ticket,
+    pub frames: Vec<Bytes>,
+}
 /// How long the last packets may take to reach a side that is being closed.
 const FLUSH_BEFORE_CLOSE: Duration = Duration::from_secs(5);
 
@@ -180,8 +187,8 @@ pub(super) async fn serve(
     let end = {
         let (client_rd, client_wr) = client.split();
         let (up_rd, up_wr) = upstream.stream.split();
-        let (to_client, to_client_rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
-        let (to_broker, to_broker_rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let (to_client, to_client_rx) = mpsc::channel::<Outgoing>(WRITE_QUEUE);
+        let (to_broker, to_broker_rx) = mpsc::channel::<Outgoing>(WRITE_QUEUE);
         let expires = state.expires.map(tokio::time::Instant::from_std);
         let mut readers = Box::pin(async {
             let client_side = client::run(

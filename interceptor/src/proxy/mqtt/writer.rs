@@ -1,5 +1,5 @@
-//! One writer per side: it writes what the readers queued, in order. The readers queue a
-//! packet only once the events that decided it are durable (see `batch`).
+//! One writer per side: it writes the batches the readers queued, in order, each once the
+//! audit event it carries the ticket of is durable (see `batch`).
 
 use bytes::Bytes;
 use tokio::{
@@ -7,12 +7,9 @@ use tokio::{
     sync::mpsc::Receiver,
 };
 
-use super::{End, Session};
+use super::{End, Outgoing, Session};
 use crate::audit::CloseReason;
 
-/// Most packets or bytes written after one audit wait.
-const MAX_BATCH: usize = 256;
-const MAX_BATCH_BYTES: usize = 1024 * 1024;
 /// Batches up to this size are copied into one buffer and written at once.
 const COALESCE_BYTES: usize = 64 * 1024;
 
@@ -25,40 +22,28 @@ pub(super) enum Side {
 /// Writes until the queue closes (Ok) or writing fails (Err, with why the session ends).
 pub(super) async fn run<W: AsyncWrite + Unpin>(
     mut wr: W,
-    mut rx: Receiver<Bytes>,
+    mut rx: Receiver<Outgoing>,
     s: &Session,
     side: Side,
     bytes: &mut u64,
 ) -> Result<(), End> {
-    let mut batch: Vec<Bytes> = Vec::with_capacity(MAX_BATCH);
     let mut coalesced: Vec<u8> = Vec::new();
-    loop {
-        let Some(first) = rx.recv().await else {
-            let _ = wr.flush().await;
-            return Ok(());
-        };
-        let mut size = first.len();
-        batch.push(first);
-        while batch.len() < MAX_BATCH && size < MAX_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(frame) => {
-                    size += frame.len();
-                    batch.push(frame);
-                }
-                Err(_) => break,
-            }
+    while let Some(Outgoing { after, frames }) = rx.recv().await {
+        if let Err(e) = s.audit.durable(after).await {
+            return Err(End::new(CloseReason::AuditUnavailable, e.to_string()));
         }
+        let size: usize = frames.iter().map(Bytes::len).sum();
         // Small packets go out in one write: a system call each would cost more than the
         // relaying itself.
-        let written = if batch.len() > 1 && size <= COALESCE_BYTES {
+        let written = if frames.len() > 1 && size <= COALESCE_BYTES {
             coalesced.clear();
-            for frame in &batch {
+            for frame in &frames {
                 coalesced.extend_from_slice(frame);
             }
             wr.write_all(&coalesced).await
         } else {
             let mut result = Ok(());
-            for frame in &batch {
+            for frame in &frames {
                 result = wr.write_all(frame).await;
                 if result.is_err() {
                     break;
@@ -76,10 +61,11 @@ pub(super) async fn run<W: AsyncWrite + Unpin>(
         *bytes += size as u64;
         if let Some(recorder) = &s.recorder {
             match side {
-                Side::Client => recorder.to_client(&batch),
-                Side::Broker => recorder.to_broker(&batch),
+                Side::Client => recorder.to_client(&frames),
+                Side::Broker => recorder.to_broker(&frames),
             }
         }
-        batch.clear();
     }
+    let _ = wr.flush().await;
+    Ok(())
 }
