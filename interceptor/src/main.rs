@@ -104,9 +104,13 @@ enum PolicyCommand {
         #[arg(long, default_value = "127.0.0.1")]
         source: IpAddr,
         /// produce, consume, describe, create, delete, delete-records, alter, alter-configs,
-        /// describe-configs, commit, idempotent-write, transactions, cluster-action.
+        /// describe-configs, commit, idempotent-write, transactions, cluster-action; for MQTT
+        /// topics: publish, subscribe, retain.
         #[arg(long)]
         operation: Operation,
+        /// An MQTT topic name (for publish, subscribe, retain).
+        #[arg(long, group = "resource")]
+        mqtt_topic: Option<String>,
         #[arg(long, group = "resource")]
         topic: Option<String>,
         #[arg(long, group = "resource")]
@@ -350,6 +354,7 @@ fn policy_command(command: &PolicyCommand, config_path: &std::path::Path) -> Exi
             client_id,
             source,
             operation,
+            mqtt_topic,
             topic,
             group,
             transactional_id,
@@ -357,13 +362,17 @@ fn policy_command(command: &PolicyCommand, config_path: &std::path::Path) -> Exi
         } => {
             let dir = policy_dir(dir, config_path);
             let resource = match (topic, group, transactional_id, cluster) {
+                _ if mqtt_topic.is_some() => {
+                    Resource::mqtt_topic(mqtt_topic.as_deref().unwrap_or_default())
+                }
                 (Some(t), _, _, _) => Resource::topic(t),
                 (_, Some(g), _, _) => Resource::group(g),
                 (_, _, Some(t), _) => Resource::transactional_id(t),
                 (_, _, _, true) => Resource::cluster(),
                 _ => {
                     tracing::error!(
-                        "name a resource: --topic, --group, --transactional-id or --cluster"
+                        "name a resource: --topic, --group, --transactional-id, --cluster or \
+                         --mqtt-topic"
                     );
                     return ExitCode::from(2);
                 }

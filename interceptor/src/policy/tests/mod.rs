@@ -6,6 +6,7 @@ mod docs;
 mod errors;
 mod examples;
 mod masking;
+mod mqtt;
 mod property;
 mod version;
 
