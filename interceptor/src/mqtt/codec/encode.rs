@@ -51,7 +51,9 @@ fn str_len(s: &str) -> usize {
 }
 
 impl Connect {
-    pub fn encode(&self, version: Version, out: &mut BytesMut) {
+    /// A CONNECT says its own version: `_version` is ignored, `self.version` is encoded.
+    pub fn encode(&self, _version: Version, out: &mut BytesMut) {
+        let version = self.version;
         let mut flags = 0u8;
         if self.clean_start {
             flags |= 0x02;

@@ -574,9 +574,8 @@ impl Rng {
                     properties: self.props(version, &[P::ContentType, P::UserProperty]),
                 });
                 let username = self.coin().then(|| self.text(8));
-                let password = (username.is_some() || v5)
-                    .then(|| self.coin())
-                    .unwrap_or(false)
+                let may_have_password = username.is_some() || v5;
+                let password = (may_have_password && self.coin())
                     .then(|| Bytes::from(self.text(30).into_bytes()));
                 Packet::Connect(Connect {
                     version,

@@ -51,29 +51,103 @@ fn the_mqtt_example_decides_as_documented() {
     let operator = Who::new("ops-1", &["operators"]);
     let contractor = Who::new("c-1", &["contractors"]);
     let rule = Some("sensors-publish-telemetry");
-    decides(&set, &sensor, Publish, m("sensors/7/telemetry"), Allowed, rule);
-    decides(&set, &sensor, Publish, m("sensors/7/x/telemetry"), Denied, None);
-    decides(&set, &sensor, Retain, m("sensors/7/telemetry"), Denied, None);
+    decides(
+        &set,
+        &sensor,
+        Publish,
+        m("sensors/7/telemetry"),
+        Allowed,
+        rule,
+    );
+    decides(
+        &set,
+        &sensor,
+        Publish,
+        m("sensors/7/x/telemetry"),
+        Denied,
+        None,
+    );
+    decides(
+        &set,
+        &sensor,
+        Retain,
+        m("sensors/7/telemetry"),
+        Denied,
+        None,
+    );
     decides(&set, &sensor, Publish, m("commands/all"), Denied, None);
     let rule = Some("operators-watch-and-command");
-    decides(&set, &operator, Retain, m("commands/7/reboot"), Allowed, rule);
-    decides(&set, &contractor, Subscribe, m("sensors/7/telemetry"), Allowed, Some("contractors-read-sensors"));
-    decides(&set, &contractor, Subscribe, m("sensors/7/location"), Denied, Some("contractors-no-location"));
+    decides(
+        &set,
+        &operator,
+        Retain,
+        m("commands/7/reboot"),
+        Allowed,
+        rule,
+    );
+    decides(
+        &set,
+        &contractor,
+        Subscribe,
+        m("sensors/7/telemetry"),
+        Allowed,
+        Some("contractors-read-sensors"),
+    );
+    decides(
+        &set,
+        &contractor,
+        Subscribe,
+        m("sensors/7/location"),
+        Denied,
+        Some("contractors-no-location"),
+    );
     let f = |s: &str| TopicFilter::parse(s).unwrap();
     let sub = |who: &Who, filter: &str| set.decide_subscribe(&who.subject(), &f(filter));
-    assert!(matches!(sub(&operator, "sensors/#"), SubscribeDecision::Granted { .. }));
-    assert!(matches!(sub(&contractor, "sensors/#"), SubscribeDecision::Narrowed { denied_by: Some(_), .. }));
-    assert!(matches!(sub(&contractor, "sensors/+/location"), SubscribeDecision::Denied(_)));
-    assert!(matches!(sub(&contractor, "#"), SubscribeDecision::Narrowed { .. }));
-    assert!(matches!(sub(&operator, "$SYS/#"), SubscribeDecision::Denied(_)));
+    assert!(matches!(
+        sub(&operator, "sensors/#"),
+        SubscribeDecision::Granted { .. }
+    ));
+    assert!(matches!(
+        sub(&contractor, "sensors/#"),
+        SubscribeDecision::Narrowed {
+            denied_by: Some(_),
+            ..
+        }
+    ));
+    assert!(matches!(
+        sub(&contractor, "sensors/+/location"),
+        SubscribeDecision::Denied(_)
+    ));
+    assert!(matches!(
+        sub(&contractor, "#"),
+        SubscribeDecision::Narrowed { .. }
+    ));
+    assert!(matches!(
+        sub(&operator, "$SYS/#"),
+        SubscribeDecision::Denied(_)
+    ));
     // Masking: produce rule on payments/#, revealed to the ledger.
     assert_eq!(set.publish_masking("payments/pos/17").len(), 1);
     assert!(set.publish_masking("sensors/7/telemetry").is_empty());
     let ledger = Who::new("ledger", &["ledger"]);
-    assert_eq!(set.delivery_masking("payments/pos/17", &ledger.subject()).reveal.len(), 1);
-    assert!(set.delivery_masking("payments/pos/17", &operator.subject()).is_empty());
+    assert_eq!(
+        set.delivery_masking("payments/pos/17", &ledger.subject())
+            .reveal
+            .len(),
+        1
+    );
+    assert!(set
+        .delivery_masking("payments/pos/17", &operator.subject())
+        .is_empty());
     // Kafka rules never match MQTT topics, nor MQTT rules Kafka topics.
-    decides(&set, &operator, Consume, Resource::topic("sensors/7/telemetry"), Denied, None);
+    decides(
+        &set,
+        &operator,
+        Consume,
+        Resource::topic("sensors/7/telemetry"),
+        Denied,
+        None,
+    );
 }
 
 #[test]

@@ -67,10 +67,22 @@ fn subscriptions_are_decided_by_what_they_could_receive() {
     for (who, filter, want, rule) in cases {
         let f = TopicFilter::parse(filter).unwrap();
         let got = outcome(set.decide_subscribe(&who.subject(), &f));
-        assert_eq!(got, (*want, rule.to_string()), "{} subscribes {filter}", who.principal);
+        assert_eq!(
+            got,
+            (*want, rule.to_string()),
+            "{} subscribes {filter}",
+            who.principal
+        );
     }
     // Deliveries are decided per topic: `#` (narrowed) gets a/x, never a/secret/x or $SYS.
-    let d = |who: &Who, topic| set.decide(&who.subject(), Operation::Subscribe, Resource::mqtt_topic(topic)).check;
+    let d = |who: &Who, topic| {
+        set.decide(
+            &who.subject(),
+            Operation::Subscribe,
+            Resource::mqtt_topic(topic),
+        )
+        .check
+    };
     assert_eq!(d(&g, "a/x"), Check::Allowed);
     assert_eq!(d(&g, "a/secret/x"), Check::Denied);
     assert_eq!(d(&admin, "$SYS/x"), Check::Allowed);
@@ -79,7 +91,14 @@ fn subscriptions_are_decided_by_what_they_could_receive() {
         "rules:\n  - name: all\n    effect: allow\n    subjects: {groups: [g]}\n    resources: {mqtt_topics: [\"#\"]}\n    operations: [publish]\n",
     )
     .unwrap();
-    let d = |topic| set.decide(&g.subject(), Operation::Publish, Resource::mqtt_topic(topic)).check;
+    let d = |topic| {
+        set.decide(
+            &g.subject(),
+            Operation::Publish,
+            Resource::mqtt_topic(topic),
+        )
+        .check
+    };
     assert_eq!(d("x/y"), Check::Allowed);
     assert_eq!(d("$SYS/x"), Check::Denied);
 }

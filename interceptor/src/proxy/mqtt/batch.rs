@@ -99,12 +99,12 @@ impl Batch {
         }
     }
 
-    pub fn to_broker(&mut self, frame: Bytes) {
+    pub fn send_broker(&mut self, frame: Bytes) {
         self.bytes += frame.len();
         self.to_broker.push(frame);
     }
 
-    pub fn to_client(&mut self, frame: Bytes) {
+    pub fn send_client(&mut self, frame: Bytes) {
         self.bytes += frame.len();
         self.to_client.push(frame);
     }

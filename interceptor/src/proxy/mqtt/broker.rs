@@ -96,7 +96,7 @@ impl BrokerSide<'_> {
             Packet::Publish(p) => self.deliver(raw, p).await,
             Packet::PubRel(ack) => match self.local_qos2.take(ack.packet_id) {
                 Some(reason_code) => {
-                    self.to_broker_packet(&Packet::PubComp(Ack {
+                    self.answer_broker(&Packet::PubComp(Ack {
                         packet_id: ack.packet_id,
                         reason_code,
                         properties: Default::default(),
@@ -104,7 +104,7 @@ impl BrokerSide<'_> {
                     Ok(())
                 }
                 None => {
-                    self.batch.to_client(raw.frame);
+                    self.batch.send_client(raw.frame);
                     Ok(())
                 }
             },
@@ -114,11 +114,11 @@ impl BrokerSide<'_> {
             | Packet::PubComp(_)
             | Packet::UnsubAck(_)
             | Packet::PingResp => {
-                self.batch.to_client(raw.frame);
+                self.batch.send_client(raw.frame);
                 Ok(())
             }
             Packet::Disconnect(d) => {
-                self.batch.to_client(raw.frame);
+                self.batch.send_client(raw.frame);
                 Err(End::new(
                     CloseReason::UpstreamClosed,
                     format!("the broker disconnected (reason 0x{:02x})", d.reason_code),
@@ -202,9 +202,9 @@ impl BrokerSide<'_> {
         if rewrite {
             let mut out = BytesMut::with_capacity(p.payload.len() + p.topic.len() + 16);
             p.encode(s.version, &mut out);
-            self.batch.to_client(out.freeze());
+            self.batch.send_client(out.freeze());
         } else {
-            self.batch.to_client(raw.frame);
+            self.batch.send_client(raw.frame);
         }
         Ok(())
     }
@@ -220,10 +220,10 @@ impl BrokerSide<'_> {
             properties: Default::default(),
         };
         match p.qos {
-            QoS::AtLeastOnce => self.to_broker_packet(&Packet::PubAck(ack)),
+            QoS::AtLeastOnce => self.answer_broker(&Packet::PubAck(ack)),
             _ => {
                 self.local_qos2.insert(id, reason::SUCCESS);
-                self.to_broker_packet(&Packet::PubRec(ack));
+                self.answer_broker(&Packet::PubRec(ack));
             }
         }
     }
@@ -234,7 +234,7 @@ impl BrokerSide<'_> {
             Err(_) => None,
         };
         let Some(codes) = merged else {
-            self.batch.to_client(raw.frame);
+            self.batch.send_client(raw.frame);
             return Ok(());
         };
         let mut from_broker = ack.reason_codes.into_iter();
@@ -260,20 +260,20 @@ impl BrokerSide<'_> {
             reason_codes,
         })
         .encode(self.s.version, &mut out);
-        self.batch.to_client(out.freeze());
+        self.batch.send_client(out.freeze());
         Ok(())
     }
 
-    fn to_broker_packet(&mut self, packet: &Packet) {
+    fn answer_broker(&mut self, packet: &Packet) {
         let mut out = BytesMut::new();
         packet.encode(self.s.version, &mut out);
-        self.batch.to_broker(out.freeze());
+        self.batch.send_broker(out.freeze());
     }
 
     /// The broker broke the protocol: the client is told the server failed.
     fn broken(&mut self, detail: String) -> End {
         if let Some(packet) = disconnect(self.s, reason::UNSPECIFIED_ERROR, &detail) {
-            self.batch.to_client(packet);
+            self.batch.send_client(packet);
         }
         End::new(CloseReason::UpstreamProtocolError, detail)
     }

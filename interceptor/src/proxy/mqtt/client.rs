@@ -142,7 +142,7 @@ impl ClientSide<'_> {
                     Ok(())
                 }
                 None => {
-                    self.batch.to_broker(raw.frame);
+                    self.batch.send_broker(raw.frame);
                     Ok(())
                 }
             },
@@ -151,11 +151,11 @@ impl ClientSide<'_> {
             | Packet::PubComp(_)
             | Packet::PingReq
             | Packet::Unsubscribe(_) => {
-                self.batch.to_broker(raw.frame);
+                self.batch.send_broker(raw.frame);
                 Ok(())
             }
             Packet::Disconnect(_) => {
-                self.batch.to_broker(raw.frame);
+                self.batch.send_broker(raw.frame);
                 Err(End::clean(CloseReason::ClientClosed))
             }
             Packet::Auth(_) => Err(self.protocol_error(
@@ -303,9 +303,9 @@ impl ClientSide<'_> {
         if rewrite {
             let mut out = BytesMut::with_capacity(p.payload.len() + p.topic.len() + 16);
             p.encode(s.version, &mut out);
-            self.batch.to_broker(out.freeze());
+            self.batch.send_broker(out.freeze());
         } else {
-            self.batch.to_broker(raw.frame);
+            self.batch.send_broker(raw.frame);
         }
         Ok(())
     }
@@ -401,7 +401,7 @@ impl ClientSide<'_> {
             return Ok(());
         }
         if kept.len() == sub.filters.len() {
-            self.batch.to_broker(raw.frame);
+            self.batch.send_broker(raw.frame);
             return Ok(());
         }
         let queued = match s.pending_subacks.lock() {
@@ -427,7 +427,7 @@ impl ClientSide<'_> {
         };
         let mut out = BytesMut::new();
         narrowed.encode(s.version, &mut out);
-        self.batch.to_broker(out.freeze());
+        self.batch.send_broker(out.freeze());
         Ok(())
     }
 
@@ -435,14 +435,14 @@ impl ClientSide<'_> {
     fn answer(&mut self, packet: &Packet) {
         let mut out = BytesMut::new();
         packet.encode(self.s.version, &mut out);
-        self.batch.to_client(out.freeze());
+        self.batch.send_client(out.freeze());
     }
 
     /// Ends the session for a packet the client should not have sent: MQTT 5 gets a
     /// DISCONNECT with the reason, 3.1.1 just the close.
     fn protocol_error(&mut self, code: u8, detail: String) -> End {
         if let Some(packet) = disconnect(self.s, code, &detail) {
-            self.batch.to_client(packet);
+            self.batch.send_client(packet);
         }
         End::new(CloseReason::ClientProtocolError, detail)
     }
@@ -451,7 +451,7 @@ impl ClientSide<'_> {
     fn expired(&mut self) -> End {
         let detail = "the session's token expired".to_string();
         if let Some(packet) = disconnect(self.s, reason::MAXIMUM_CONNECT_TIME, &detail) {
-            self.batch.to_client(packet);
+            self.batch.send_client(packet);
         }
         End::new(CloseReason::SessionExpired, detail)
     }

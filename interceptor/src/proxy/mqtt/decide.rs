@@ -36,6 +36,7 @@ pub(super) enum Verdict {
 impl Session {
     /// Publish (and, for a retained message, retain) rights on `topic`, then the blocking
     /// rules on the payload. Refusals are audited here; what is allowed, by the caller.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn check_publish(
         &self,
         audit: &AuditLog,
