@@ -932,6 +932,35 @@ audiences = ["kafka"]
     }
 
     #[test]
+    fn mqtt_listeners_and_limits_are_checked() {
+        let mqtt = "[[listener]]\nprotocol = \"mqtt\"\naddress = \"127.0.0.1:1883\"\n\
+                    [[identity.issuer]]\nissuer = \"https://idp\"\naudiences = [\"mqtt\"]\n";
+        let config = parse(mqtt).unwrap();
+        assert_eq!(config.listeners[0].protocol, Protocol::Mqtt);
+        assert_eq!(config.mqtt.username, UsernameRule::Any);
+        let scram = mqtt.replace(
+            "address = \"127.0.0.1:1883\"\n",
+            "address = \"127.0.0.1:1883\"\nsasl_mechanisms = [\"SCRAM-SHA-256\"]\n",
+        );
+        let err = parse(&scram).unwrap_err().to_string();
+        assert!(err.contains("not available on an MQTT listener"), "{err}");
+        for (key, value) in [
+            ("max_packet_bytes", "0"),
+            ("max_packet_bytes", "300000000"),
+            ("max_topic_bytes", "70000"),
+            ("username", "\"nickname\""),
+        ] {
+            let err = parse(&format!("[mqtt]\n{key} = {value}\n{mqtt}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(key) || err.contains("nickname"),
+                "{key}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn semantic_errors_name_the_key() {
         let err = parse("fail_open = false\n").unwrap_err().to_string();
         assert!(err.contains("listener"), "{err}");
@@ -986,6 +1015,7 @@ mod example_tests {
         let example = Config::load(&path).unwrap();
         assert_eq!(example.limits, Limits::default());
         assert_eq!(example.audit, AuditConfig::default());
+        assert_eq!(example.mqtt, MqttConfig::default());
         assert_eq!(example.bpf_pin_dir, PathBuf::from(DEFAULT_PIN_DIR));
         assert!(!example.fail_open);
         assert_eq!(example.worker_threads, 0);
