@@ -3,7 +3,7 @@
 //!
 //! Each run starts a fresh namespace, mosquitto (password file: only the interceptor's login,
 //! which the direct runs use too) and, for the interceptor runs, the daemon with the full
-//! audit trail (a decision and a records event per message each way, group-committed fsync).
+//! audit trail (every message decided and recorded each way, group-committed fsync).
 //! `mqttgen` (in `loadgen/`) publishes with one connection and receives with another:
 //! - QoS 0: as fast as the publisher's socket takes them;
 //! - QoS 1: at most `--window` publishes unacknowledged;
@@ -309,8 +309,9 @@ fn report(plan: &Plan, runs: &[RunResult], command: &str, elapsed: Duration, loa
         s,
         "- MQTT: mosquitto 2.0.11 (password file), `mqttgen` publisher and subscriber \
          (MQTT 3.1.1, {} B payloads), all on loopback in a network namespace per run; the \
-         interceptor with the full audit trail (a decision and a records event per message \
-         each way, fsync on). {} measured round(s) of direct then interceptor{}. Load average \
+         interceptor with the full audit trail (every message decided and recorded each way, \
+         allowed messages of one read counted in one decision event with their bytes and \
+         digest; fsync on). {} measured round(s) of direct then interceptor{}. Load average \
          before: {load}. Took {:.0} s.",
         plan.size,
         plan.rounds,
