@@ -135,7 +135,7 @@ where
                     ) {
                         return RelayEnd::new(
                             CloseReason::ProtocolMismatch,
-                            format!("{} on a Kafka listener", seen.name()),
+                            format!("{} on a Kafka listener ({e})", seen.name()),
                         );
                     }
                     return RelayEnd::new(CloseReason::ClientProtocolError, e.to_string());
